@@ -1,0 +1,286 @@
+"""The model catalog: weights as data.
+
+Every entry carries what the app needs to know about a model without building it: sizes,
+patch grid, accuracy, file size, GFLOPs, download URL and hash, preprocessing and labels.
+The torchvision entries are read from torchvision's own weight enums (``meta`` and
+``transforms()``), so nothing about 224 px, 16-px patches or ImageNet statistics is
+written here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import ModelNotFoundError
+from .preprocess import Preprocessing
+
+#: torchvision builders whose weights we list, in menu order.
+TORCHVISION_VITS: tuple[str, ...] = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
+DEMO_ID = "demo-shapes"
+DEFAULT_IMAGENET_ID = "vit-b-16"
+
+_WEIGHT_SUFFIX = {
+    "IMAGENET1K_V1": ("", "ImageNet-1k"),
+    "IMAGENET1K_SWAG_E2E_V1": ("-swag-e2e", "SWAG"),
+    "IMAGENET1K_SWAG_LINEAR_V1": ("-swag-linear", "SWAG"),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    display_name: str
+    group: str  # "Demo", "ImageNet-1k", "SWAG", "Test"
+    architecture: str  # "torchvision:vit_b_16" or "minivit"
+    params: int
+    preprocessing: Preprocessing
+    labels: tuple[str, ...] = field(repr=False)
+    acc1: float | None = None
+    acc5: float | None = None
+    gflops: float | None = None
+    file_size_mb: float | None = None
+    url: str | None = None  # None: shipped inside the package
+    sha256: str | None = None  # full hex digest or a prefix of it (torchvision publishes 8)
+    filename: str | None = None
+    weights_name: str | None = None  # torchvision enum member, e.g. IMAGENET1K_SWAG_E2E_V1
+    license: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocessing.input_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.preprocessing.patch_size
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        return self.preprocessing.patch_grid
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def downloadable(self) -> bool:
+        return self.url is not None
+
+    def summary(self) -> str:
+        """One line for menus: parameters, input size, file size, accuracy."""
+        h, w = self.input_size
+        bits = [f"{self.params / 1e6:.1f}M params", f"{w} px" if w == h else f"{w}×{h} px"]
+        if self.file_size_mb is not None:
+            bits.append(f"{self.file_size_mb:.0f} MB" if self.file_size_mb >= 10 else f"{self.file_size_mb:.1f} MB")
+        if self.acc1 is not None:
+            bits.append(f"acc@1 {self.acc1:.1f}%")
+        return ", ".join(bits)
+
+    def to_dict(self, downloaded: bool | None = None) -> dict:
+        rows, cols = self.patch_grid
+        h, w = self.input_size
+        d = {
+            "id": self.id,
+            "display_name": self.display_name,
+            "group": self.group,
+            "architecture": self.architecture,
+            "params": self.params,
+            "input_size": [w, h] if w != h else w,
+            "patch_size": self.patch_size,
+            "patch_grid": [rows, cols],
+            "num_classes": self.num_classes,
+            "acc1": self.acc1,
+            "acc5": self.acc5,
+            "gflops": self.gflops,
+            "file_size_mb": self.file_size_mb,
+            "url": self.url,
+            "sha256": self.sha256,
+            "filename": self.filename,
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+        if downloaded is not None:
+            d["downloaded"] = downloaded
+        return d
+
+
+def _interp_name(mode) -> str:
+    return str(getattr(mode, "value", mode)).lower()
+
+
+def _torchvision_entries() -> list[ModelEntry]:
+    from torchvision import models
+
+    entries: list[ModelEntry] = []
+    for builder in TORCHVISION_VITS:
+        weights_enum = models.get_model_weights(builder)
+        patch = int(builder.rsplit("_", 1)[1])
+        base = "ViT-" + builder.split("_")[1].upper() + "/" + str(patch)
+        for w in weights_enum:
+            if w.name not in _WEIGHT_SUFFIX:
+                continue
+            suffix, group = _WEIGHT_SUFFIX[w.name]
+            meta = w.meta
+            t = w.transforms()
+            crop = list(t.crop_size)
+            crop_h, crop_w = (crop[0], crop[0]) if len(crop) == 1 else (crop[0], crop[1])
+            resize = list(t.resize_size)
+            pre = Preprocessing(
+                input_size=(crop_h, crop_w),
+                patch_size=patch,
+                mean=tuple(float(v) for v in t.mean),
+                std=tuple(float(v) for v in t.std),
+                mode="resize_crop",
+                resize_size=int(resize[0]),
+                interpolation=_interp_name(t.interpolation),
+            )
+            metrics = meta.get("_metrics", {}).get("ImageNet-1K", {})
+            kind = {"": "", "-swag-e2e": " SWAG E2E", "-swag-linear": " SWAG linear"}[suffix]
+            filename = w.url.rsplit("/", 1)[1]
+            entries.append(
+                ModelEntry(
+                    id=builder.replace("_", "-") + suffix,
+                    display_name=f"{base}{kind} ({crop_w} px)",
+                    group=group,
+                    architecture=f"torchvision:{builder}",
+                    params=int(meta["num_params"]),
+                    preprocessing=pre,
+                    labels=tuple(meta["categories"]),
+                    acc1=metrics.get("acc@1"),
+                    acc5=metrics.get("acc@5"),
+                    gflops=meta.get("_ops"),
+                    file_size_mb=meta.get("_file_size"),
+                    url=w.url,
+                    sha256=_hash_prefix(filename),
+                    filename=filename,
+                    weights_name=w.name,
+                    license=meta.get("license"),
+                    aliases=(f"{builder}.{w.name}",) + ((builder,) if not suffix else ()),
+                )
+            )
+    return entries
+
+
+def _hash_prefix(filename: str) -> str | None:
+    """torchvision's file names end in the first hex digits of the file's SHA-256."""
+    stem = filename.rsplit(".", 1)[0]
+    tail = stem.rsplit("-", 1)[-1]
+    if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
+        return tail
+    return None
+
+
+def _demo_entry() -> ModelEntry:
+    from .demo.model import CONFIG, PREPROCESSING, WEIGHTS_FILE, weights_resource
+    from .demo.shapes import CLASSES
+
+    res = weights_resource()
+    try:
+        size_mb = res.stat().st_size / 1e6 if isinstance(res, Path) else None
+    except OSError:
+        size_mb = None
+    if size_mb is None:
+        try:
+            size_mb = len(res.read_bytes()) / 1e6
+        except OSError:
+            size_mb = None
+    return ModelEntry(
+        id=DEMO_ID,
+        display_name="Demo: shapes ViT (96 px, offline)",
+        group="Demo",
+        architecture="minivit",
+        params=_minivit_params(CONFIG),
+        preprocessing=PREPROCESSING,
+        labels=CLASSES,
+        acc1=_demo_accuracy(),
+        file_size_mb=size_mb,
+        filename=WEIGHTS_FILE,
+    )
+
+
+def _minivit_params(cfg) -> int:
+    import torch
+
+    from .minivit import MiniViT
+
+    with torch.device("meta"):
+        model = MiniViT(cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _demo_accuracy() -> float | None:
+    from .demo.model import resource_dir
+
+    try:
+        data = json.loads(resource_dir().joinpath("demo_shapes.metrics.json").read_text())
+        return float(data["accuracy"]) * 100
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin() -> tuple[ModelEntry, ...]:
+    return (_demo_entry(), *_torchvision_entries())
+
+
+_extra: list[ModelEntry] = []
+
+
+def register(entry: ModelEntry) -> None:
+    """Add an entry (tests use this for a catalog entry served from 127.0.0.1)."""
+    unregister(entry.id)
+    _extra.append(entry)
+
+
+def unregister(model_id: str) -> None:
+    _extra[:] = [e for e in _extra if e.id != model_id]
+
+
+def entries() -> list[ModelEntry]:
+    return [*_builtin(), *_extra]
+
+
+def get(model_id: str) -> ModelEntry:
+    key = model_id.strip()
+    for e in entries():
+        if key == e.id or key in e.aliases:
+            return e
+    low = key.lower().replace("_", "-")
+    for e in entries():
+        if low == e.id:
+            return e
+    known = ", ".join(e.id for e in entries())
+    raise ModelNotFoundError(f"no model called {model_id!r}; known models: {known}")
+
+
+def is_catalog_id(text: str) -> bool:
+    try:
+        get(text)
+    except ModelNotFoundError:
+        return False
+    return True
+
+
+def with_base_url(entry: ModelEntry, base: str | None) -> ModelEntry:
+    """The entry with its download URL moved under ``base`` (mirrors, air-gapped sites)."""
+    if not base or not entry.url:
+        return entry
+    return replace(entry, url=base.rstrip("/") + "/" + entry.url.rsplit("/", 1)[1])
+
+
+def weights_base_url() -> str | None:
+    return os.environ.get("VIT_DESKTOP_WEIGHTS_URL") or None
+
+
+def group_order(all_entries: Sequence[ModelEntry]) -> list[tuple[str, list[ModelEntry]]]:
+    order: dict[str, list[ModelEntry]] = {}
+    for e in all_entries:
+        order.setdefault(e.group, []).append(e)
+    return list(order.items())
+
+
+Filter = Callable[[ModelEntry], bool]

@@ -1,0 +1,378 @@
+"""Local checkpoints: read safely, recognise the architecture from tensor shapes, build it.
+
+Only ``torch.load(..., weights_only=True)`` and safetensors are used, so a checkpoint can
+never run code.  Two families are understood:
+
+* torchvision ``VisionTransformer`` state dicts of any size (patch size, width, depth, MLP
+  width, image size, classes from the shapes; heads from the width's standard value);
+* the article-style minimal ViT (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+  ``transformer.layers.N…``, ``mlp_head``) including our own ``demo-shapes`` model.
+
+Settings that shapes cannot tell (heads, pre- or post-norm, preprocessing) come from the
+safetensors header or a ``NAME.config.json`` file next to the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .minivit import MiniViT, MiniViTConfig
+from .preprocess import Preprocessing
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "ema")
+_TV_LAYER = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.")
+_MINI_LAYER = re.compile(r"^transformer\.layers\.(\d+)\.")
+_STEM_CONV = re.compile(r"^patch_embed\.stem\.(\d+)\.weight$")
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    module: nn.Module
+    family: str  # "torchvision" or "minivit"
+    preprocessing: Preprocessing
+    labels: tuple[str, ...]
+    name: str
+    warnings: tuple[str, ...] = ()
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata from a .safetensors or .pth/.pt file, safely."""
+    name = path.name
+    if not path.exists():
+        raise CheckpointError(f"{name}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{name}: is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{name}: the file is empty")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = dict(f.metadata() or {})
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{name}: not a valid safetensors file ({_brief(exc)})") from None
+        return state, meta
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = _brief(exc)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise CheckpointError(
+                f"{name}: refused: the file holds Python objects other than tensors, which "
+                "could run code when loaded; save a plain state_dict or safetensors instead"
+            ) from None
+        raise CheckpointError(f"{name}: not a PyTorch checkpoint ({text})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_brief(exc)})") from None
+    return _unwrap(obj, name), {}
+
+
+def _brief(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "…"
+
+
+def _unwrap(obj, name: str) -> dict[str, torch.Tensor]:
+    for _ in range(3):
+        if isinstance(obj, dict) and not _is_tensor_dict(obj):
+            for key in _WRAPPERS:
+                if key in obj and isinstance(obj[key], dict):
+                    obj = obj[key]
+                    break
+            else:
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{name}: holds no state dict (found {type(obj).__name__})")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{name}: holds no tensors")
+    return tensors
+
+
+def _is_tensor_dict(d: dict) -> bool:
+    return bool(d) and sum(isinstance(v, torch.Tensor) for v in d.values()) >= len(d) / 2
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod.", "model."):
+            while k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _sidecar(path: Path, suffix: str) -> Path | None:
+    stem = path.with_suffix("")
+    for cand in (Path(f"{stem}{suffix}"), Path(f"{path}{suffix}")):
+        if cand.exists():
+            return cand
+    return None
+
+
+def read_labels(path: Path, num_classes: int, meta: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Labels for a checkpoint and any warnings; a count mismatch is an error."""
+    labels: list[str] | None = None
+    source = None
+    txt = _sidecar(path, ".labels.txt")
+    js = _sidecar(path, ".labels.json")
+    try:
+        if txt is not None:
+            lines = txt.read_text(encoding="utf-8-sig").splitlines()
+            while lines and not lines[-1].strip():
+                lines.pop()
+            labels, source = [ln.strip() for ln in lines], txt.name
+        elif js is not None:
+            data = json.loads(js.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                data = [data[k] for k in sorted(data, key=lambda s: int(s))]
+            if not isinstance(data, list):
+                raise ValueError("expected a list of labels or an index → label object")
+            labels, source = [str(x) for x in data], js.name
+        elif "labels" in meta:
+            labels, source = [str(x) for x in json.loads(meta["labels"])], "the file's metadata"
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"labels file for {path.name} could not be read: {_brief(exc)}") from None
+    if labels is None:
+        return tuple(f"class {i}" for i in range(num_classes)), ()
+    if len(labels) != num_classes:
+        raise CheckpointError(
+            f"{source} has {len(labels)} labels but {path.name} predicts {num_classes} classes; "
+            "fix the labels file so each line names one class, in order"
+        )
+    return tuple(labels), ()
+
+
+def _config_overrides(path: Path, meta: dict[str, str]) -> dict:
+    cfg: dict = {}
+    if "config" in meta:
+        try:
+            cfg.update(json.loads(meta["config"]))
+        except ValueError:
+            raise CheckpointError(f"{path.name}: its metadata holds a broken config") from None
+    side = _sidecar(path, ".config.json")
+    if side is not None:
+        try:
+            cfg.update(json.loads(side.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{side.name} could not be read: {_brief(exc)}") from None
+    if "preprocessing" in meta and "preprocessing" not in cfg:
+        try:
+            cfg["preprocessing"] = json.loads(meta["preprocessing"])
+        except ValueError:
+            raise CheckpointError(f"{path.name}: its metadata holds broken preprocessing") from None
+    return cfg
+
+
+def _heads(width: int, cfg: dict, name: str) -> int:
+    heads = int(cfg.get("num_heads") or _STANDARD_HEADS.get(width) or max(1, width // 64))
+    if width % heads:
+        raise CheckpointError(f"{name}: width {width} is not divisible by {heads} attention heads")
+    return heads
+
+
+def _grid_from_tokens(n_tokens: int, name: str) -> int:
+    grid = math.isqrt(n_tokens)
+    if grid * grid != n_tokens:
+        raise CheckpointError(f"{name}: {n_tokens} position embeddings do not form a square patch grid")
+    return grid
+
+
+def _preprocessing(cfg: dict, image_size: int, patch: int) -> Preprocessing:
+    p = cfg.get("preprocessing")
+    if p:
+        size = p.get("input_size", image_size)
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return Preprocessing(
+            input_size=(h, w),
+            patch_size=int(p.get("patch_size", patch)),
+            mean=tuple(p.get("mean", IMAGENET_MEAN)),
+            std=tuple(p.get("std", IMAGENET_STD)),
+            mode=p.get("mode", "resize_crop"),
+            resize_size=p.get("resize_size"),
+            interpolation=p.get("interpolation", "bilinear"),
+        )
+    return Preprocessing(
+        input_size=(image_size, image_size),
+        patch_size=patch,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        mode="resize_crop",
+        resize_size=round(image_size * 256 / 224),
+        interpolation="bilinear",
+    )
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(missing[:4]) + (" …" if len(missing) > 4 else ""))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected[:4]) + (" …" if len(unexpected) > 4 else ""))
+    if wrong:
+        problems.append("wrong shape " + ", ".join(wrong[:3]) + (" …" if len(wrong) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"{name}: does not fit the inferred architecture: " + "; ".join(problems))
+    module.load_state_dict(state, strict=False)
+
+
+def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple[nn.Module, int, int]:
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    w = state["conv_proj.weight"]
+    width, patch = int(w.shape[0]), int(w.shape[-1])
+    depth = 1 + max(int(m.group(1)) for k in state if (m := _TV_LAYER.match(k)))
+    mlp_key = "encoder.layers.encoder_layer_0.mlp.0.weight"
+    if mlp_key not in state:
+        mlp_key = "encoder.layers.encoder_layer_0.mlp.linear_1.weight"
+    if mlp_key not in state:
+        raise CheckpointError(f"{name}: missing the first MLP weight of encoder layer 0")
+    mlp_dim = int(state[mlp_key].shape[0])
+    pos = state.get("encoder.pos_embedding")
+    if pos is None:
+        raise CheckpointError(f"{name}: missing encoder.pos_embedding")
+    grid = _grid_from_tokens(int(pos.shape[1]) - 1, name)
+    image_size = grid * patch
+    head = state.get("heads.head.weight")
+    if head is None:
+        raise CheckpointError(f"{name}: missing heads.head.weight (the classification head)")
+    rep = state.get("heads.pre_logits.weight")
+    model = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=depth,
+        num_heads=_heads(width, cfg, name),
+        hidden_dim=width,
+        mlp_dim=mlp_dim,
+        num_classes=int(head.shape[0]),
+        representation_size=int(rep.shape[0]) if rep is not None else None,
+    )
+    # torchvision renames old "mlp.linear_1" keys itself in _load_from_state_dict.
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{name}: does not fit a VisionTransformer ({_brief(exc)})") from None
+    if missing or unexpected:
+        bits = []
+        if missing:
+            bits.append("missing " + ", ".join(missing[:4]))
+        if unexpected:
+            bits.append("unexpected " + ", ".join(unexpected[:4]))
+        raise CheckpointError(f"{name}: does not fit a VisionTransformer: " + "; ".join(bits))
+    return model, image_size, patch
+
+
+def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple[nn.Module, int, int]:
+    proj = state["patch_embed.proj.weight"]
+    width, k = int(proj.shape[0]), int(proj.shape[-1])
+    stem_idx = sorted(int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)))
+    stem = tuple(int(state[f"patch_embed.stem.{i}.weight"].shape[0]) for i in stem_idx)
+    strides = tuple(int(v) for v in cfg.get("stem_strides", ())) or (2,) * len(stem)
+    if len(strides) != len(stem):
+        raise CheckpointError(f"{name}: its config gives {len(strides)} stem strides for {len(stem)} stem convolutions")
+    patch = k * math.prod(strides)
+    pos = state.get("pos_embed")
+    if pos is None or "cls_token" not in state:
+        raise CheckpointError(f"{name}: missing cls_token or pos_embed")
+    grid = _grid_from_tokens(int(pos.shape[1]) - 1, name)
+    layers = [int(m.group(1)) for key in state if (m := _MINI_LAYER.match(key))]
+    if not layers:
+        raise CheckpointError(f"{name}: has no transformer.layers.N encoder blocks")
+    if "mlp_head.weight" in state:
+        head_w, head_norm = state["mlp_head.weight"], False
+    elif "mlp_head.1.weight" in state:
+        head_w, head_norm = state["mlp_head.1.weight"], True
+    else:
+        raise CheckpointError(f"{name}: missing mlp_head.weight (the classification head)")
+    config = MiniViTConfig(
+        image_size=grid * patch,
+        patch_size=patch,
+        num_classes=int(head_w.shape[0]),
+        embed_dim=width,
+        depth=1 + max(layers),
+        num_heads=_heads(width, cfg, name),
+        mlp_dim=int(state["transformer.layers.0.linear1.weight"].shape[0])
+        if "transformer.layers.0.linear1.weight" in state
+        else 4 * width,
+        # The tutorial's nn.TransformerEncoderLayer is post-norm unless told otherwise.
+        norm_first=bool(cfg.get("norm_first", False)),
+        final_norm="transformer.norm.weight" in state,
+        head_norm=head_norm,
+        stem_channels=stem,
+        stem_strides=strides if cfg.get("stem_strides") else (),
+        input_norm=bool(cfg.get("input_norm", False)),
+        layer_norm_eps=float(cfg.get("layer_norm_eps", 1e-5)),
+    )
+    try:
+        model = MiniViT(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    _load_strict(model, state, name)
+    return model, config.image_size, patch
+
+
+def family_of(state: dict[str, torch.Tensor]) -> str | None:
+    if "conv_proj.weight" in state and "class_token" in state:
+        return "torchvision"
+    if "patch_embed.proj.weight" in state:
+        return "minivit"
+    return None
+
+
+def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = None) -> BuiltModel:
+    """Build an eval-mode model from a local checkpoint file."""
+    p = Path(path)
+    name = p.name
+    state, meta = read_state_dict(p)
+    state = strip_prefixes(state)
+    cfg = _config_overrides(p, meta)
+    family = family_of(state)
+    if family == "torchvision":
+        model, image_size, patch = build_torchvision(state, cfg, name)
+    elif family == "minivit":
+        model, image_size, patch = build_minivit(state, cfg, name)
+    else:
+        found = ", ".join(sorted(state)[:5]) + (" …" if len(state) > 5 else "")
+        raise CheckpointError(
+            f"{name}: not a Vision Transformer this app knows: expected conv_proj.weight and "
+            f"class_token (torchvision) or patch_embed.proj.weight, cls_token and pos_embed "
+            f"(minimal ViT); found {found}"
+        )
+    num_classes = _num_classes(model)
+    labels, warns = read_labels(p, num_classes, meta)
+    try:
+        pre = _preprocessing(cfg, image_size, patch)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{name}: bad preprocessing settings ({_brief(exc)})") from None
+    model.eval()
+    return BuiltModel(model, family, pre, labels, display_name or p.stem, warns)
+
+
+def _num_classes(model: nn.Module) -> int:
+    if isinstance(model, MiniViT):
+        return model.config.num_classes
+    return int(model.heads.head.out_features)

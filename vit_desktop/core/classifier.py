@@ -1,0 +1,343 @@
+"""Load a model and classify images with one forward pass that also captures attention."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import catalog, maps, weights
+from .capture import AttentionCapture
+from .checkpoints import BuiltModel, load_checkpoint
+from .devices import free_device_memory, is_out_of_memory, resolve_device
+from .errors import CheckpointError, DeviceError, ImageLoadError, VitDesktopError, WeightsError
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from .preprocess import Geometry, Preprocessing, prepare
+from .results import AttentionResult, ClassificationResult, ImageFailure, Prediction
+
+ImageInput = str | os.PathLike[str] | Image.Image | LoadedImage
+Outcome = ClassificationResult | ImageFailure
+ATTENTION_MODES = ("none", "peak", "cls", "full")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    source: str
+    array: np.ndarray  # (3, H, W) float32
+    geometry: Geometry
+    prep_ms: float
+
+
+def _attention_mode(attention: bool | str) -> str:
+    if attention is True:
+        return "full"
+    if attention is False or attention is None:
+        return "none"
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}")
+    return attention
+
+
+class Classifier:
+    """A model in eval mode on one device, with its preprocessing and labels."""
+
+    def __init__(self, module: nn.Module, preprocessing: Preprocessing, labels: Sequence[str],
+                 model_id: str, display_name: str, device: torch.device,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:  # fmt: skip
+        self.module = module.eval()
+        self.preprocessing = preprocessing
+        self.labels = tuple(labels)
+        self.model_id = model_id
+        self.display_name = display_name
+        self.device = device
+        self.max_pixels = max_pixels
+        self.notices: list[str] = []  # things a person should be told (e.g. a CPU fallback)
+        self.dtype = torch.float32
+        self.module.to(device)
+
+    # -- input ---------------------------------------------------------------------------
+    def prepare(self, item: ImageInput, source: str | None = None) -> Prepared:
+        t0 = time.perf_counter()
+        if isinstance(item, LoadedImage):
+            img, original, src = item.image, item.original_size, item.source
+        elif isinstance(item, Image.Image):
+            from .images import to_rgb
+
+            img, original, src = to_rgb(item), item.size, source or "<image>"
+        else:
+            src = os.fspath(item)
+            probe = self.preprocessing
+            loaded = load_image(src, max_pixels=self.max_pixels, min_size=_min_decode(probe, src))
+            img, original = loaded.image, loaded.original_size
+        arr, geom = prepare(img, self.preprocessing, original)
+        return Prepared(source or src, arr, geom, (time.perf_counter() - t0) * 1000)
+
+    # -- forward -------------------------------------------------------------------------
+    def _forward(self, batch: torch.Tensor, mode: str):
+        with torch.inference_mode():
+            x = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+            if mode == "none":
+                logits = self.module(x)
+                return logits.float().cpu(), None
+            with AttentionCapture(self.module, keep_qk=mode in ("full", "peak")) as cap:
+                logits = self.module(x)
+            return logits.float().cpu(), cap.collect()
+
+    def forward(self, batch: torch.Tensor, mode: str = "full"):
+        """Logits (and attention) for a preprocessed batch; falls back to the CPU on GPU OOM."""
+        try:
+            return self._forward(batch, mode)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or self.device.type == "cpu":
+                if is_out_of_memory(exc):
+                    raise DeviceError("out of memory on the CPU; try a smaller batch or model") from None
+                raise
+            free_device_memory(self.device)
+            old = self.device
+            self.device = torch.device("cpu")
+            self.module.to(self.device)
+            self.notices.append(f"{old.type.upper()} ran out of memory; switched to the CPU")
+            return self._forward(batch, mode)
+
+    # -- results -------------------------------------------------------------------------
+    def _results(self, items: Sequence[Prepared], mode: str, top_k: int) -> list[ClassificationResult]:
+        t0 = time.perf_counter()
+        batch = torch.from_numpy(np.stack([p.array for p in items]))
+        logits, att = self.forward(batch, mode)
+        fwd_ms = (time.perf_counter() - t0) * 1000 / len(items)
+        probs = torch.softmax(logits, dim=-1).numpy()
+        k = max(1, min(top_k, probs.shape[1]))
+        out = []
+        for i, p in enumerate(items):
+            order = np.argsort(-probs[i], kind="stable")[:k]
+            preds = tuple(Prediction(self._label(j), int(j), float(probs[i, j])) for j in order)
+            attention, peak = None, None
+            if att is not None:
+                cls, q, kk = att
+                attention = AttentionResult(
+                    cls=cls[i],
+                    q=q[i] if q is not None else None,
+                    k=kk[i] if kk is not None else None,
+                    grid=p.geometry.patch_grid,
+                )
+                peak = default_peak(attention, p.geometry)
+                if mode == "peak":
+                    attention = None
+            out.append(
+                ClassificationResult(
+                    source=p.source,
+                    model_id=self.model_id,
+                    device=self.device.type,
+                    top_k=preds,
+                    probs=probs[i].astype(np.float32),
+                    geometry=p.geometry,
+                    latency_ms=p.prep_ms + fwd_ms,
+                    attention=attention,
+                    attention_peak=peak,
+                )
+            )
+        return out
+
+    def _label(self, j: int) -> str:
+        return self.labels[j] if j < len(self.labels) else f"class {j}"
+
+    def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5,
+                 attention: bool | str = True) -> list[Outcome]:  # fmt: skip
+        """Classify one or more images in one batch; a bad image gives an ImageFailure."""
+        if isinstance(images, (str, os.PathLike, Image.Image, LoadedImage)):
+            images = [images]
+        mode = _attention_mode(attention)
+        prepared: list[Prepared | ImageFailure] = []
+        for item in images:
+            try:
+                prepared.append(self.prepare(item))
+            except ImageLoadError as exc:
+                prepared.append(ImageFailure(_source_of(item), exc.one_line()))
+        good = [p for p in prepared if isinstance(p, Prepared)]
+        results = iter(self._results(good, mode, top_k) if good else [])
+        return [next(results) if isinstance(p, Prepared) else p for p in prepared]
+
+    def iter_classify(self, paths: Iterable[ImageInput], batch_size: int = 16, top_k: int = 5,
+                      attention: bool | str = "none", cancel: Callable[[], bool] | None = None,
+                      workers: int | None = None) -> Iterator[Outcome]:  # fmt: skip
+        """Classify many images in input order, decoding the next ones on threads while
+        the model runs.  Failures are yielded as :class:`ImageFailure` and the rest go on.
+        ``cancel`` is checked between batches."""
+        mode = _attention_mode(attention)
+        workers = workers or max(1, min(4, (os.cpu_count() or 2)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+            pending = []
+            it = iter(paths)
+            exhausted = False
+
+            def fill() -> None:
+                nonlocal exhausted
+                while not exhausted and len(pending) < 2 * batch_size + workers:
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        return
+                    pending.append((item, pool.submit(self.prepare, item)))
+
+            fill()
+            while pending:
+                if cancel is not None and cancel():
+                    for _, fut in pending:
+                        fut.cancel()
+                    return
+                chunk, pending[:] = pending[:batch_size], pending[batch_size:]
+                fill()
+                done: list[Prepared | ImageFailure] = []
+                for item, fut in chunk:
+                    try:
+                        done.append(fut.result())
+                    except ImageLoadError as exc:
+                        done.append(ImageFailure(_source_of(item), exc.one_line()))
+                good = [p for p in done if isinstance(p, Prepared)]
+                results = iter(self._results(good, mode, top_k) if good else [])
+                for p in done:
+                    yield next(results) if isinstance(p, Prepared) else p
+
+
+def _source_of(item: ImageInput) -> str:
+    if isinstance(item, LoadedImage):
+        return item.source
+    if isinstance(item, Image.Image):
+        return "<image>"
+    return os.fspath(item)
+
+
+def _min_decode(pre: Preprocessing, path: str) -> tuple[int, int] | None:
+    """Ask the loader for a draft decode no smaller than what the resize keeps."""
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG":
+                return None
+            size = im.size
+    except Exception:
+        return None  # the real load reports the problem
+    rw, rh = pre.resized_size(size)
+    return rw, rh
+
+
+def default_peak(att: AttentionResult, geom: Geometry) -> tuple[float, float]:
+    """Where the default map peaks, in original pixels (the centre of the peak patch)."""
+    spec = maps.DEFAULT_MAP
+    if spec.kind == "rollout" and att.q is None:
+        spec = maps.MapSpec(kind="cls", fusion=spec.fusion)
+    r, c = maps.peak_cell(maps.compute(att, spec))
+    return geom.patch_center(r, c)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _reinit_head(module: nn.Module) -> None:
+    head = getattr(getattr(module, "heads", None), "head", None)
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+
+
+def build_torchvision(entry: catalog.ModelEntry, state: dict | None) -> nn.Module:
+    from torchvision import models
+
+    builder = entry.architecture.split(":", 1)[1]
+    h, _ = entry.input_size
+    module = getattr(models, builder)(weights=None, image_size=h, num_classes=entry.num_classes)
+    if state is None:
+        _reinit_head(module)  # torchvision initialises the head to zeros
+    else:
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise WeightsError(f"{entry.display_name}: the weights do not fit the model ({exc})") from None
+    return module
+
+
+def _load_catalog_model(entry: catalog.ModelEntry, pretrained: bool, progress, cancel,
+                        allow_download: bool) -> nn.Module:  # fmt: skip
+    if entry.architecture == "minivit":
+        from .demo.model import CONFIG
+        from .minivit import MiniViT
+
+        if not pretrained:
+            return MiniViT(CONFIG)
+        res = resources.files("vit_desktop.resources").joinpath(entry.filename or "")
+        with resources.as_file(res) as path:
+            if not Path(path).exists():
+                raise WeightsError(f"the shipped weights {entry.filename} are missing from the installation")
+            return load_checkpoint(path, entry.display_name).module
+    if not pretrained:
+        return build_torchvision(entry, None)
+    fetched = weights.ensure(entry, progress, cancel, allow_download=allow_download)
+    try:
+        state = torch.load(str(fetched.path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        try:
+            fetched.path.unlink()
+        except OSError:
+            pass
+        from .errors import CorruptCacheError
+
+        raise CorruptCacheError(
+            f"the cached weights {fetched.path} could not be loaded safely ({type(exc).__name__}) "
+            "and have been removed; download them again"
+        ) from None
+    return build_torchvision(entry, state)
+
+
+def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog.DEMO_ID,
+                    device: str = "auto", *, pretrained: bool = True,
+                    progress: weights.Progress | None = None,
+                    cancel: weights.Cancel | None = None, allow_download: bool = True,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Classifier:  # fmt: skip
+    """A ready classifier for a catalog id, a catalog entry or a checkpoint path.
+
+    ``pretrained=False`` builds the architecture with random weights (speed figures)."""
+    dev = resolve_device(device)
+    if isinstance(model, catalog.ModelEntry):
+        entry: catalog.ModelEntry | None = model
+    else:
+        text = os.fspath(model)
+        entry = None if _looks_like_path(text) else catalog.get(text)
+    if entry is None:
+        built: BuiltModel = load_checkpoint(Path(os.fspath(model)))
+        return Classifier(built.module, built.preprocessing, built.labels, os.fspath(model),
+                          built.name, dev, max_pixels)  # fmt: skip
+    module = _load_catalog_model(entry, pretrained, progress, cancel, allow_download)
+    return Classifier(module, entry.preprocessing, entry.labels, entry.id, entry.display_name, dev, max_pixels)
+
+
+def _looks_like_path(text: str) -> bool:
+    if os.path.exists(text):
+        return True
+    return text.lower().endswith((".pth", ".pt", ".safetensors", ".bin")) or os.sep in text
+
+
+def default_model_id() -> str:
+    """ViT-B/16 when its weights are cached, else the shipped demo model."""
+    try:
+        entry = catalog.get(catalog.DEFAULT_IMAGENET_ID)
+    except VitDesktopError:
+        return catalog.DEMO_ID
+    return entry.id if weights.is_downloaded(entry) else catalog.DEMO_ID
+
+
+__all__ = [
+    "Classifier",
+    "CheckpointError",
+    "default_model_id",
+    "default_peak",
+    "load_classifier",
+]

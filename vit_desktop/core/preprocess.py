@@ -1,0 +1,214 @@
+"""Preprocessing that returns the tensor *and* the way back to the original pixels.
+
+Two modes, both described by data carried in each catalog entry:
+
+* ``resize_crop``: torchvision's ``ImageClassification`` (resize the shorter side, centre
+  crop, scale to [0, 1], normalise) — reproduced with Pillow so that the pixels are the
+  same as ``weights.transforms()`` on a PIL image;
+* ``letterbox``: scale the longer side to the input size and pad the rest with the mean
+  colour (the demo model: a shape near the edge of a 2:1 photo must not be cropped away).
+
+The :class:`Geometry` maps model-input pixels and patches back to the original image, so
+every overlay lands on the right pixels whatever the aspect ratio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input; part of every catalog entry."""
+
+    input_size: tuple[int, int]  # (height, width) of the model input
+    patch_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mode: str = "resize_crop"  # or "letterbox"
+    resize_size: int | None = None  # shorter side before the crop (resize_crop)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("resize_crop", "letterbox"):
+            raise ValueError(f"unknown preprocessing mode {self.mode!r}")
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        h, w = self.input_size
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"input {w}×{h} is not a whole number of {self.patch_size}-px patches")
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        h, w = self.input_size
+        return h // self.patch_size, w // self.patch_size
+
+    def resized_size(self, original: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) the original is resized to before the crop or pad."""
+        w, h = original
+        in_h, in_w = self.input_size
+        if self.mode == "letterbox":
+            s = min(in_w / w, in_h / h)
+            return max(1, round(w * s)), max(1, round(h * s))
+        short = self.resize_size or min(in_h, in_w)
+        # torchvision's rule: the shorter side becomes ``short``, the longer is truncated.
+        if w <= h:
+            return short, int(short * h / w)
+        return int(short * w / h), short
+
+    def to_dict(self) -> dict:
+        return {
+            "mode": self.mode,
+            "input_size": list(self.input_size),
+            "resize_size": self.resize_size,
+            "patch_size": self.patch_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+        }
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The mapping between one original image and the model input made from it."""
+
+    original_size: tuple[int, int]  # (width, height), full resolution, upright
+    input_size: tuple[int, int]  # (width, height) of the model input
+    scale: tuple[float, float]  # resized / original, per axis
+    offset: tuple[int, int]  # input (0, 0) sits at this point of the resized image
+    patch_size: int  # in model-input pixels
+    patch_grid: tuple[int, int] = field(default=(0, 0))  # (rows, cols)
+
+    @property
+    def crop_box(self) -> tuple[float, float, float, float]:
+        """What the model saw, in original pixels (left, top, right, bottom).
+
+        Extends past the image where the input was padded (letterbox)."""
+        sx, sy = self.scale
+        ox, oy = self.offset
+        iw, ih = self.input_size
+        return (ox / sx, oy / sy, (ox + iw) / sx, (oy + ih) / sy)
+
+    @property
+    def visible_box(self) -> tuple[float, float, float, float]:
+        """The crop box clipped to the image: the original pixels the model saw."""
+        left, top, right, bottom = self.crop_box
+        w, h = self.original_size
+        return (max(0.0, left), max(0.0, top), min(float(w), right), min(float(h), bottom))
+
+    @property
+    def patch_size_original(self) -> tuple[float, float]:
+        """(width, height) of one patch in original pixels."""
+        return self.patch_size / self.scale[0], self.patch_size / self.scale[1]
+
+    def input_to_original(self, x: float, y: float) -> tuple[float, float]:
+        return (x + self.offset[0]) / self.scale[0], (y + self.offset[1]) / self.scale[1]
+
+    def original_to_input(self, x: float, y: float) -> tuple[float, float]:
+        return x * self.scale[0] - self.offset[0], y * self.scale[1] - self.offset[1]
+
+    def patch_box(self, row: int, col: int) -> tuple[float, float, float, float]:
+        p = self.patch_size
+        x0, y0 = self.input_to_original(col * p, row * p)
+        x1, y1 = self.input_to_original((col + 1) * p, (row + 1) * p)
+        return x0, y0, x1, y1
+
+    def patch_center(self, row: int, col: int) -> tuple[float, float]:
+        p = self.patch_size
+        return self.input_to_original((col + 0.5) * p, (row + 0.5) * p)
+
+    def patch_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """The (row, col) of the patch over original pixel (x, y), or None outside the input."""
+        ix, iy = self.original_to_input(x, y)
+        rows, cols = self.patch_grid
+        r, c = int(np.floor(iy / self.patch_size)), int(np.floor(ix / self.patch_size))
+        if 0 <= r < rows and 0 <= c < cols:
+            return r, c
+        return None
+
+    def to_dict(self) -> dict:
+        return {
+            "image_size": list(self.original_size),
+            "input_size": list(self.input_size),
+            "crop_box": [round(v, 2) for v in self.crop_box],
+            "patch_grid": list(self.patch_grid),
+            "patch_size_original": [round(v, 3) for v in self.patch_size_original],
+        }
+
+
+def draft_size(pre: Preprocessing, original: tuple[int, int]) -> tuple[int, int]:
+    """The decode size a JPEG may be reduced to without losing what the resize keeps."""
+    rw, rh = pre.resized_size(original)
+    return rw, rh
+
+
+def prepare(
+    image: Image.Image,
+    pre: Preprocessing,
+    original_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, Geometry]:
+    """Resize/crop or pad ``image`` (RGB) for the model.
+
+    Returns a float32 (3, H, W) array, normalised, and its geometry.  ``original_size``
+    is the full-resolution size when ``image`` was decoded at a reduced scale.
+    """
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    original = original_size or image.size
+    rw, rh = pre.resized_size(original)
+    in_h, in_w = pre.input_size
+    if pre.mode == "letterbox":
+        ox, oy = -((in_w - rw) // 2), -((in_h - rh) // 2)
+    else:
+        ox, oy = int(round((rw - in_w) / 2.0)), int(round((rh - in_h) / 2.0))
+    resized = image if image.size == (rw, rh) else image.resize((rw, rh), _RESAMPLE[pre.interpolation])
+    arr8 = np.asarray(resized)
+    if (ox, oy) == (0, 0) and (rw, rh) == (in_w, in_h):
+        canvas = arr8
+        fill_mask = None
+    else:
+        fill = np.clip(np.round(np.asarray(pre.mean) * 255.0), 0, 255).astype(np.uint8)
+        canvas = np.empty((in_h, in_w, 3), np.uint8)
+        canvas[:] = fill
+        # Intersection of the resized image with the input window.
+        sx0, sy0 = max(ox, 0), max(oy, 0)
+        sx1, sy1 = min(ox + in_w, rw), min(oy + in_h, rh)
+        if sx1 > sx0 and sy1 > sy0:
+            canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = arr8[sy0:sy1, sx0:sx1]
+        fill_mask = True
+    x = canvas.astype(np.float32) * (1.0 / 255.0)
+    x -= np.asarray(pre.mean, np.float32)
+    x /= np.asarray(pre.std, np.float32)
+    if fill_mask is not None and pre.mode == "letterbox":
+        # Pad exactly at the mean (0 after normalisation), not at its 8-bit rounding.
+        pad = np.ones((in_h, in_w), bool)
+        x0, y0 = -ox, -oy
+        pad[max(y0, 0) : y0 + rh, max(x0, 0) : x0 + rw] = False
+        x[pad] = 0.0
+    geom = Geometry(
+        original_size=(int(original[0]), int(original[1])),
+        input_size=(in_w, in_h),
+        scale=(rw / original[0], rh / original[1]),
+        offset=(ox, oy),
+        patch_size=pre.patch_size,
+        patch_grid=pre.patch_grid,
+    )
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), geom
+
+
+def to_batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays, axis=0))
