@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,15 +69,17 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             raise CheckpointError(f"{name}: not a valid safetensors file ({_brief(exc)})") from None
         return state, meta
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = _brief(exc)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(
-                f"{name}: refused: the file holds Python objects other than tensors, which "
-                "could run code when loaded; save a plain state_dict or safetensors instead"
-            ) from None
-        raise CheckpointError(f"{name}: not a PyTorch checkpoint ({text})") from None
+        with warnings.catch_warnings():
+            # torch notes unusual pickle protocols; the safe loader still decides alone.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # The safe unpickler stops at the first thing that is not a tensor or a plain
+        # container: a code-running pickle and random bytes both end here, and nothing ran.
+        raise CheckpointError(
+            f"{name}: refused by the safe loader: not a plain tensor checkpoint (a file holding "
+            "other Python objects could run code); save a state_dict or use safetensors"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_brief(exc)})") from None
     return _unwrap(obj, name), {}
@@ -289,7 +292,9 @@ def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> t
 def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple[nn.Module, int, int]:
     proj = state["patch_embed.proj.weight"]
     width, k = int(proj.shape[0]), int(proj.shape[-1])
-    stem_idx = sorted(int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)))
+    stem_idx = sorted(
+        int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)) and state[key].ndim == 4
+    )
     stem = tuple(int(state[f"patch_embed.stem.{i}.weight"].shape[0]) for i in stem_idx)
     strides = tuple(int(v) for v in cfg.get("stem_strides", ())) or (2,) * len(stem)
     if len(strides) != len(stem):

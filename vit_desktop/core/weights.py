@@ -7,7 +7,7 @@
   network is there, fetched again.
 * Downloads go to a unique ``.partial`` file that is renamed into place only after its
   hash matched; progress is reported as (bytes done, total) and a cancel flag is checked
-  between chunks and during stalls, so nothing hangs.
+  between chunks and, by a watcher thread, during stalls, so nothing hangs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -169,7 +170,7 @@ def _open(url: str, cancel: Cancel | None, redirects: int = 5):
         conn.close()
         raise WeightsError(f"{url}: the server answered {resp.status} {resp.reason}")
     if conn.sock is not None:
-        conn.sock.settimeout(POLL_S)
+        conn.sock.settimeout(STALL_TIMEOUT_S)
     return conn, resp
 
 
@@ -208,35 +209,52 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
         )
     h = hashlib.sha256()
     done = 0
-    last_data = time.monotonic()
+    cancelled = threading.Event()
+    finished = threading.Event()
+
+    def watch() -> None:
+        # A stalled read blocks in recv(); shutting the socket down wakes it at once.
+        while not finished.wait(POLL_S):
+            if cancel is not None and cancel():
+                cancelled.set()
+                try:
+                    if conn.sock is not None:
+                        conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+
+    watcher = threading.Thread(target=watch, name="download-cancel", daemon=True)
+    watcher.start()
     try:
         with open(partial, "wb") as out:
             if progress:
                 progress(0, total)
             while True:
-                if cancel is not None and cancel():
+                if cancelled.is_set() or (cancel is not None and cancel()):
                     raise DownloadCancelled(f"download of {entry.filename} cancelled")
                 try:
                     want = CHUNK if total is None else min(CHUNK, total - done + 1)
                     chunk = resp.read1(want) if want > 0 else b""
                 except (socket.timeout, TimeoutError):
-                    if time.monotonic() - last_data > STALL_TIMEOUT_S:
-                        raise WeightsError(
-                            f"download of {entry.filename} stalled: no data for "
-                            f"{STALL_TIMEOUT_S:.0f} s after {done} bytes"
-                        ) from None
-                    continue
+                    raise WeightsError(
+                        f"download of {entry.filename} stalled: no data for "
+                        f"{STALL_TIMEOUT_S:.0f} s after {done} bytes"
+                    ) from None
                 except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
                     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                         raise
+                    if cancelled.is_set():
+                        raise DownloadCancelled(f"download of {entry.filename} cancelled") from None
                     raise WeightsError(
                         f"download of {entry.filename} was interrupted after {done} of "
                         f"{total if total is not None else '?'} bytes ({type(exc).__name__}); "
                         "try again"
                     ) from None
+                if cancelled.is_set():
+                    raise DownloadCancelled(f"download of {entry.filename} cancelled")
                 if not chunk:
                     break
-                last_data = time.monotonic()
                 done += len(chunk)
                 if total is not None and done > total:
                     raise WeightsError(
@@ -266,6 +284,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
             ) from None
         raise WeightsError(f"could not write {partial}: {exc.strerror or exc}") from None
     finally:
+        finished.set()
         conn.close()
         try:
             partial.unlink()

@@ -1,0 +1,230 @@
+"""Local checkpoints: safe loading, architecture inference, labels, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
+
+from vit_desktop.core.checkpoints import load_checkpoint
+from vit_desktop.core.classifier import load_classifier
+from vit_desktop.core.errors import CheckpointError
+
+
+def _tv(**kw) -> VisionTransformer:
+    torch.manual_seed(0)
+    args = dict(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=96, num_classes=7)
+    args.update(kw)
+    m = VisionTransformer(**args)
+    nn.init.normal_(m.heads.head.weight, std=0.3)
+    return m.eval()
+
+
+def _same_outputs(a: nn.Module, b: nn.Module, size: int) -> None:
+    x = torch.randn(2, 3, size, size)
+    with torch.inference_mode():
+        ya, yb = a(x), b(x)
+    assert ya.abs().max() > 0.05
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(image_size=96, patch_size=8, num_layers=3, hidden_dim=48, num_heads=3, mlp_dim=80),
+    dict(image_size=56, patch_size=14, num_layers=1, hidden_dim=64, num_classes=3),
+])  # fmt: skip
+def test_torchvision_state_dicts_of_any_size(tmp_path, kw):
+    ref = _tv(**kw)
+    path = tmp_path / "model.pth"
+    torch.save(ref.state_dict(), path)
+    (tmp_path / "model.config.json").write_text(json.dumps({"num_heads": ref.encoder.layers[0].num_heads}))
+    built = load_checkpoint(path)
+    assert built.family == "torchvision"
+    size = kw.get("image_size", 64)
+    assert built.preprocessing.input_size == (size, size)
+    assert built.preprocessing.patch_size == kw.get("patch_size", 16)
+    assert len(built.labels) == kw.get("num_classes", 7) and built.labels[0] == "class 0"
+    _same_outputs(ref, built.module, size)
+
+
+def test_standard_width_gets_standard_heads_without_config(tmp_path):
+    ref = _tv(hidden_dim=192, num_heads=3, mlp_dim=256)
+    torch.save(ref.state_dict(), tmp_path / "tiny.pth")
+    _same_outputs(ref, load_checkpoint(tmp_path / "tiny.pth").module, 64)
+
+
+@pytest.mark.parametrize("wrap", ["model", "state_dict", "module_prefix", "nested"])
+def test_wrappers_and_prefixes(tmp_path, wrap):
+    ref = _tv(hidden_dim=192, num_heads=3)
+    sd = ref.state_dict()
+    obj = {
+        "model": {"model": sd, "epoch": 3},
+        "state_dict": {"state_dict": sd, "optimizer": {"lr": 0.1}},
+        "module_prefix": {f"module.{k}": v for k, v in sd.items()},
+        "nested": {"checkpoint_info": "x", "state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    }[wrap]
+    torch.save(obj, tmp_path / "w.pt")
+    _same_outputs(ref, load_checkpoint(tmp_path / "w.pt").module, 64)
+
+
+def test_safetensors_checkpoint_and_labels_txt(tmp_path):
+    ref = _tv(hidden_dim=192, num_heads=3, num_classes=3)
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "net.safetensors"))
+    (tmp_path / "net.labels.txt").write_text("cat\ndog\nbird\n\n")
+    built = load_checkpoint(tmp_path / "net.safetensors")
+    assert built.labels == ("cat", "dog", "bird")
+    _same_outputs(ref, built.module, 64)
+
+
+def test_labels_json_dict(tmp_path):
+    ref = _tv(hidden_dim=192, num_heads=3, num_classes=3)
+    torch.save(ref.state_dict(), tmp_path / "n.pth")
+    (tmp_path / "n.labels.json").write_text(json.dumps({"0": "a", "2": "c", "1": "b"}))
+    assert load_checkpoint(tmp_path / "n.pth").labels == ("a", "b", "c")
+
+
+def test_labels_with_wrong_count_is_an_error(tmp_path):
+    ref = _tv(hidden_dim=192, num_heads=3, num_classes=3)
+    torch.save(ref.state_dict(), tmp_path / "n.pth")
+    (tmp_path / "n.labels.txt").write_text("a\nb\n")
+    with pytest.raises(CheckpointError, match="2 labels but .* 3 classes"):
+        load_checkpoint(tmp_path / "n.pth")
+
+
+class _ArticleViT(nn.Module):
+    """The tutorial's minimal ViT, with the batch-first fix (state-dict layout unchanged)."""
+
+    def __init__(self, img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=2, num_heads=4,
+                 head_norm=False):  # fmt: skip
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(3, embed_dim, patch_size, patch_size)
+        n = (img_size // patch_size) ** 2
+        self.cls_token = nn.Parameter(torch.randn(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, embed_dim) * 0.1)
+        layer = nn.TransformerEncoderLayer(embed_dim, num_heads, embed_dim * 4, activation="gelu",
+                                           batch_first=True, dropout=0.0)  # fmt: skip
+        self.transformer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.mlp_head = (nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+                         if head_norm else nn.Linear(embed_dim, num_classes))  # fmt: skip
+
+    def forward(self, x):
+        x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        return self.mlp_head(self.transformer(x)[:, 0])
+
+
+@pytest.mark.parametrize("head_norm", [False, True])
+def test_article_style_minimal_vit(tmp_path, head_norm):
+    torch.manual_seed(0)
+    ref = _ArticleViT(head_norm=head_norm).eval()
+    torch.save(ref.state_dict(), tmp_path / "cifar.pth")
+    (tmp_path / "cifar.config.json").write_text(json.dumps({"num_heads": 4}))
+    classes = "airplane automobile bird cat deer dog frog horse ship truck".split()
+    (tmp_path / "cifar.labels.txt").write_text("\n".join(classes))
+    built = load_checkpoint(tmp_path / "cifar.pth")
+    assert built.family == "minivit" and built.labels == tuple(classes)
+    assert built.preprocessing.patch_grid == (8, 8)
+    _same_outputs(ref, built.module, 32)
+    # …and the app can see its attention.
+    clf = load_classifier(tmp_path / "cifar.pth", device="cpu")
+    from PIL import Image
+
+    res = clf.classify(Image.new("RGB", (50, 40), (200, 30, 30)))[0]
+    assert res.attention.cls.shape == (2, 4, 65)
+
+
+def test_demo_safetensors_round_trip_through_the_generic_loader(tmp_path):
+    from vit_desktop.core.demo.model import CONFIG
+    from vit_desktop.core.demo.train import save_weights
+    from vit_desktop.core.minivit import MiniViT
+
+    torch.manual_seed(0)
+    ref = MiniViT(CONFIG).eval()
+    save_weights(ref, tmp_path / "demo.safetensors", {"steps": 0})
+    built = load_checkpoint(tmp_path / "demo.safetensors")
+    assert built.labels[0] == "circle" and built.preprocessing.mode == "letterbox"
+    _same_outputs(ref, built.module, CONFIG.image_size)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_code_running_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = marker
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": evil}, f)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # The same through torch.save's zip format.
+    path2 = tmp_path / "evil2.pth"
+    torch.save({"w": torch.zeros(1), "x": evil}, path2)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path2)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty"),
+    (os.urandom(4096), "refused|not a"),
+])  # fmt: skip
+def test_garbage_files(tmp_path, content, match):
+    p = tmp_path / "bad.pth"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(p)
+
+
+def test_truncated_checkpoint(tmp_path):
+    p = tmp_path / "t.pth"
+    torch.save(_tv().state_dict(), p)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable|not a PyTorch"):
+        load_checkpoint(p)
+
+
+def test_bad_safetensors_header(tmp_path):
+    p = tmp_path / "b.safetensors"
+    p.write_bytes((200).to_bytes(8, "little") + b"{not json" + b" " * 300)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_checkpoint(p)
+
+
+def test_wrong_architecture_names_what_is_missing(tmp_path):
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(8, 2)).state_dict(), tmp_path / "cnn.pth")
+    with pytest.raises(CheckpointError, match="conv_proj.weight"):
+        load_checkpoint(tmp_path / "cnn.pth")
+
+
+def test_wrong_shapes_and_missing_keys(tmp_path):
+    sd = _tv(hidden_dim=192, num_heads=3).state_dict()
+    sd["encoder.layers.encoder_layer_1.mlp.0.weight"] = torch.zeros(5, 5)
+    torch.save(sd, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(tmp_path / "shape.pth")
+    sd = _tv(hidden_dim=192, num_heads=3).state_dict()
+    del sd["heads.head.weight"]
+    torch.save(sd, tmp_path / "nohead.pth")
+    with pytest.raises(CheckpointError, match="heads.head.weight"):
+        load_checkpoint(tmp_path / "nohead.pth")
+
+
+def test_non_square_position_table(tmp_path):
+    sd = _tv(hidden_dim=192, num_heads=3).state_dict()
+    sd["encoder.pos_embedding"] = torch.zeros(1, 20, 192)
+    torch.save(sd, tmp_path / "p.pth")
+    with pytest.raises(CheckpointError, match="square"):
+        load_checkpoint(tmp_path / "p.pth")

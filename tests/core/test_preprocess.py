@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vit_desktop.core import catalog
+from vit_desktop.core.demo.model import PREPROCESSING as DEMO_PRE
+from vit_desktop.core.preprocess import Preprocessing, prepare
+
+
+def _noise(w, h, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("model_id", [e.id for e in catalog.entries() if e.architecture.startswith("torchvision")])
+@pytest.mark.parametrize("size", [(640, 480), (300, 900), (1000, 250)])
+def test_same_pixels_as_torchvision_transforms(model_id, size):
+    from torchvision import models
+
+    entry = catalog.get(model_id)
+    builder = entry.architecture.split(":")[1]
+    tv = getattr(models.get_model_weights(builder), entry.weights_name).transforms()
+    img = _noise(*size)
+    ours, geom = prepare(img, entry.preprocessing)
+    ref = tv(img).numpy()
+    assert ours.shape == ref.shape
+    assert np.abs(ours - ref).max() < 1e-5
+    assert geom.patch_grid == entry.patch_grid
+
+
+def test_crop_box_and_patches_map_to_original_pixels():
+    pre = Preprocessing(input_size=(224, 224), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
+                        mode="resize_crop", resize_size=256)  # fmt: skip
+    _, g = prepare(_noise(4000, 1000), pre)
+    # Shorter side 1000 → 256: scale 0.256; the 224 crop is centred.
+    assert g.scale[0] == pytest.approx(1024 / 4000) and g.scale[1] == pytest.approx(0.256)
+    left, top, right, bottom = g.crop_box
+    assert (right - left) == pytest.approx(224 / g.scale[0])
+    assert (left + right) / 2 == pytest.approx(2000, abs=3)
+    assert (top + bottom) / 2 == pytest.approx(500, abs=3)
+    assert g.patch_grid == (14, 14)
+    x0, y0, x1, y1 = g.patch_box(0, 0)
+    assert (x0, y0) == pytest.approx((left, top))
+    assert (x1 - x0) == pytest.approx(16 / g.scale[0])
+    assert g.patch_at(*g.patch_center(13, 7)) == (13, 7)
+    assert g.patch_at(5, 5) is None  # cropped away
+
+
+def test_letterbox_keeps_everything_and_pads_with_zero():
+    arr, g = prepare(Image.new("RGB", (400, 200), (255, 0, 0)), DEMO_PRE)
+    h, w = DEMO_PRE.input_size
+    assert arr.shape == (3, h, w)
+    left, top, right, bottom = g.crop_box
+    assert left == pytest.approx(0) and right == pytest.approx(400)
+    assert top < 0 and bottom > 200  # the model's square extends past the image
+    assert g.visible_box == pytest.approx((0, 0, 400, 200))
+    assert np.all(arr[:, 0, :] == 0) and np.all(arr[:, -1, :] == 0)  # padding = the mean
+    assert arr[0, h // 2, w // 2] > 1.0  # red survived
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=st.integers(1, 3000), h=st.integers(1, 3000), mode=st.sampled_from(["resize_crop", "letterbox"]),
+       x=st.floats(0, 1), y=st.floats(0, 1))  # fmt: skip
+def test_geometry_round_trips(w, h, mode, x, y):
+    pre = Preprocessing(input_size=(96, 96), patch_size=12, mean=(0.5,) * 3, std=(0.25,) * 3,
+                        mode=mode, resize_size=110 if mode == "resize_crop" else None)  # fmt: skip
+    rw, rh = pre.resized_size((w, h))
+    from vit_desktop.core.preprocess import Geometry
+
+    ox = -((96 - rw) // 2) if mode == "letterbox" else int(round((rw - 96) / 2.0))
+    oy = -((96 - rh) // 2) if mode == "letterbox" else int(round((rh - 96) / 2.0))
+    g = Geometry((w, h), (96, 96), (rw / w, rh / h), (ox, oy), 12, (8, 8))
+    px, py = x * w, y * h
+    ix, iy = g.original_to_input(px, py)
+    assert g.input_to_original(ix, iy) == pytest.approx((px, py), rel=1e-6, abs=1e-6)
+    cell = g.patch_at(px, py)
+    if cell is not None:
+        x0, y0, x1, y1 = g.patch_box(*cell)
+        assert x0 - 1e-6 <= px <= x1 + 1e-6 and y0 - 1e-6 <= py <= y1 + 1e-6
+
+
+def test_reduced_decode_keeps_original_geometry():
+    big = _noise(2000, 1500)
+    small = big.resize((500, 375), Image.Resampling.BILINEAR)
+    pre = catalog.get("vit-b-16").preprocessing
+    a, g1 = prepare(big, pre)
+    b, g2 = prepare(small, pre, original_size=(2000, 1500))
+    assert g1.crop_box == pytest.approx(g2.crop_box)
+    assert g2.original_size == (2000, 1500)
+    assert a.shape == b.shape
+
+
+def test_to_tensor_is_float32_chw():
+    arr, _ = prepare(_noise(50, 70), DEMO_PRE)
+    t = torch.from_numpy(arr)
+    assert t.dtype == torch.float32 and t.is_contiguous()

@@ -1,0 +1,316 @@
+"""The weights manager against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vit_desktop.core import catalog, weights
+from vit_desktop.core.errors import (
+    ChecksumError,
+    CorruptCacheError,
+    DownloadCancelled,
+    OfflineError,
+    WeightsError,
+)
+from vit_desktop.core.preprocess import Preprocessing
+
+PAYLOAD = bytes(range(256)) * 4096 * 3  # 3 MiB
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802
+        server = self.server
+        server.hits += 1
+        mode = self.path.strip("/").split("/")[0]
+        body = PAYLOAD
+        if mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "/ok/file.pth")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "missing":
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode == "wrong":
+            body = PAYLOAD[::-1]
+        self.send_response(200)
+        declared = len(body) // 2 if mode == "more" else len(body)
+        self.send_header("Content-Length", str(declared))
+        self.end_headers()
+        try:
+            if mode == "drop":
+                self.wfile.write(body[: len(body) // 3])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if mode == "stall":
+                self.wfile.write(body[:65536])
+                self.wfile.flush()
+                server.release.wait(10)
+                return
+            if mode == "slow":
+                for i in range(0, len(body), 65536):
+                    self.wfile.write(body[i : i + 65536])
+                    self.wfile.flush()
+                    time.sleep(0.01)
+                return
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # clients that hang up are expected here
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.hits = 0
+    srv.release = threading.Event()
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def _entry(url: str, sha: str = DIGEST, filename: str = "test-weights-0000.pth") -> catalog.ModelEntry:
+    pre = Preprocessing(input_size=(32, 32), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return catalog.ModelEntry(
+        id="test-model", display_name="Test model", group="Test", architecture="torchvision:vit_b_16",
+        params=1, preprocessing=pre, labels=("a", "b"), url=url, sha256=sha, filename=filename,
+    )  # fmt: skip
+
+
+def _url(srv, mode: str) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/{mode}/file.pth"
+
+
+def _no_partials() -> bool:
+    return not list(weights.cache_dir().glob("*.partial"))
+
+
+def test_cache_is_torchvision_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert weights.cache_dir() == tmp_path / "hub" / "checkpoints"
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert weights.cache_dir() == tmp_path / "xdg" / "torch" / "hub" / "checkpoints"
+
+
+def test_download_success_reports_progress(server):
+    seen = []
+    entry = _entry(_url(server, "ok"))
+    assert not weights.is_downloaded(entry)
+    path = weights.download(entry, progress=lambda d, t: seen.append((d, t)))
+    assert path.read_bytes() == PAYLOAD
+    assert path.name == entry.filename and path.parent == weights.cache_dir()
+    assert seen[0] == (0, len(PAYLOAD)) and seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert weights.is_downloaded(entry) and _no_partials()
+    # Second time: verified from the cache, no request.
+    hits = server.hits
+    got = weights.ensure(entry)
+    assert not got.downloaded and server.hits == hits
+
+
+def test_torchvision_style_hash_prefix_accepted(server):
+    entry = _entry(_url(server, "ok"), sha=DIGEST[:8])
+    assert weights.download(entry).exists()
+
+
+def test_redirect_followed(server):
+    assert weights.download(_entry(_url(server, "redirect"))).read_bytes() == PAYLOAD
+
+
+def test_cancel_removes_partial(server):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(DownloadCancelled):
+        weights.download(_entry(_url(server, "slow")), cancel=cancel)
+    assert _no_partials() and not weights.cached_path(_entry("x")).exists()
+
+
+def test_hash_mismatch_refused_and_nothing_cached(server):
+    entry = _entry(_url(server, "wrong"))
+    with pytest.raises(ChecksumError, match="does not match"):
+        weights.download(entry)
+    assert not weights.cached_path(entry).exists() and _no_partials()
+
+
+def test_connection_dropped_mid_file(server):
+    entry = _entry(_url(server, "drop"))
+    with pytest.raises(WeightsError, match="interrupted"):
+        weights.download(entry)
+    assert not weights.cached_path(entry).exists() and _no_partials()
+
+
+def test_more_bytes_than_declared_refused(server):
+    # Only the declared bytes are read; the file they make fails its hash and is refused.
+    entry = _entry(_url(server, "more"))
+    with pytest.raises(WeightsError, match="more than|does not match"):
+        weights.download(entry)
+    assert not weights.cached_path(entry).exists() and _no_partials()
+
+
+def test_http_error_status(server):
+    with pytest.raises(WeightsError, match="404"):
+        weights.download(_entry(_url(server, "missing")))
+
+
+def test_stall_can_be_cancelled_quickly(server):
+    start = time.monotonic()
+    deadline = start + 1.0
+    with pytest.raises(DownloadCancelled):
+        weights.download(_entry(_url(server, "stall")), cancel=lambda: time.monotonic() > deadline)
+    assert time.monotonic() - start < 5
+    assert _no_partials()
+
+
+def test_stall_times_out(server, monkeypatch):
+    monkeypatch.setattr(weights, "STALL_TIMEOUT_S", 0.6)
+    with pytest.raises(WeightsError, match="stalled"):
+        weights.download(_entry(_url(server, "stall")))
+    assert _no_partials()
+
+
+def test_offline_error_is_fast_and_says_where(server):
+    # A port nobody listens on: connection refused, like a machine without network.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    entry = _entry(f"http://127.0.0.1:{port}/x/test-weights-0000.pth")
+    start = time.monotonic()
+    with pytest.raises(OfflineError) as err:
+        weights.ensure(entry)
+    assert time.monotonic() - start < 5
+    msg = str(err.value)
+    assert entry.filename in msg and entry.url in msg and str(weights.cache_dir()) in msg
+
+
+def test_base_url_override(server, monkeypatch):
+    monkeypatch.setenv("VIT_DESKTOP_WEIGHTS_URL", f"http://127.0.0.1:{server.server_address[1]}/ok")
+    entry = _entry("https://example.invalid/models/test-weights-0000.pth")
+    assert weights.download(entry).read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "tamper"])
+def test_corrupt_cache_detected_removed_and_refetched(server, damage):
+    entry = _entry(_url(server, "ok"))
+    path = weights.download(entry)
+    if damage == "truncate":
+        path.write_bytes(PAYLOAD[:1000])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        data = bytearray(PAYLOAD)
+        data[12345] ^= 0xFF
+        path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCacheError, match="removed"):
+        weights.verify_cached(entry)
+    assert not path.exists()
+    path.write_bytes(b"junk")
+    got = weights.ensure(entry)
+    assert got.downloaded and got.recovered_corrupt and path.read_bytes() == PAYLOAD
+
+
+def test_corrupt_cache_offline_reports(server):
+    entry = _entry(_url(server, "ok"))
+    path = weights.download(entry)
+    path.write_bytes(b"junk")
+    with pytest.raises(CorruptCacheError):
+        weights.ensure(entry, allow_download=False)
+
+
+def test_not_enough_disk_space(server, monkeypatch):
+    monkeypatch.setattr(weights, "_free_space", lambda folder: 1000)
+    with pytest.raises(WeightsError, match="disk space"):
+        weights.download(_entry(_url(server, "ok")))
+    assert _no_partials()
+
+
+def test_disk_full_while_writing(server, monkeypatch):
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    class _Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    def fake_open(path, mode="r", *a, **kw):
+        f = real_open(path, mode, *a, **kw)
+        return _Full(f) if str(path).endswith(".partial") and "w" in mode else f
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+    with pytest.raises(WeightsError, match="disk filled up"):
+        weights.download(_entry(_url(server, "ok")))
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert _no_partials()
+
+
+def test_two_downloads_at_once_give_one_good_file(server):
+    entry = _entry(_url(server, "slow"))
+    errors: list[BaseException] = []
+
+    def go():
+        try:
+            weights.download(entry)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert Path(weights.cached_path(entry)).read_bytes() == PAYLOAD and _no_partials()
+
+
+def test_download_command_line(server, capsys):
+    from vit_desktop.cli import run_cli
+
+    entry = _entry(_url(server, "ok"))
+    catalog.register(entry)
+    try:
+        assert run_cli(["download", "test-model"]) == 0
+        assert "downloaded" in capsys.readouterr().out
+        assert run_cli(["download", "test-model"]) == 0
+        assert "already cached" in capsys.readouterr().out
+    finally:
+        catalog.unregister("test-model")
