@@ -182,9 +182,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise _UsageError("--top-k must be at least 1")
     if args.batch_size < 1:
         raise _UsageError("--batch-size must be at least 1")
-    for raw in args.paths:
-        if not os.path.lexists(raw):
-            pass  # reported per file below, the rest still run
     model = args.model or default_model_id()
     clf = load_classifier(model, device=args.device, allow_download=not args.offline,
                           progress=_download_progress())  # fmt: skip
@@ -196,18 +193,17 @@ def cmd_classify(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     attention = "none" if args.no_attention else ("full" if out_dir else "peak")
     paths = list(iter_image_paths(args.paths, args.recursive))
-    stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
     failed = 0
     try:
         writer = Writer(fmt, stream)
         for i, res in enumerate(clf.iter_classify(paths, args.batch_size, args.top_k, attention), 1):
             obj = res.to_dict()
             obj["path"] = _display_path(obj["path"])
-            if isinstance(res, ClassificationResult):
-                if out_dir and res.attention is not None:
-                    err = _write_overlay(res, out_dir)
-                    if err:
-                        obj = {"path": obj["path"], "error": err}
+            if isinstance(res, ClassificationResult) and out_dir and res.attention is not None:
+                err = _write_overlay(res, out_dir)
+                if err:
+                    obj = {"path": obj["path"], "error": err}
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:

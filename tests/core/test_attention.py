@@ -176,7 +176,9 @@ def test_minivit_capture_and_classifier_batches():
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    imgs = [Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)) for w, h in [(60, 30), (30, 90), (48, 48)]]
+    imgs = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)) for w, h in [(60, 30), (30, 90), (48, 48)]
+    ]
     batch = clf.classify(imgs, top_k=2)
     single = [clf.classify(im, top_k=2)[0] for im in imgs]
     for b, s in zip(batch, single):

@@ -19,7 +19,9 @@ from vit_desktop.core.errors import CheckpointError
 
 def _tv(**kw) -> VisionTransformer:
     torch.manual_seed(0)
-    args = dict(image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=96, num_classes=7)
+    args = dict(
+        image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=96, num_classes=7
+    )
     args.update(kw)
     m = VisionTransformer(**args)
     nn.init.normal_(m.heads.head.weight, std=0.3)
@@ -126,7 +128,7 @@ def test_article_style_minimal_vit(tmp_path, head_norm):
     ref = _ArticleViT(head_norm=head_norm).eval()
     torch.save(ref.state_dict(), tmp_path / "cifar.pth")
     (tmp_path / "cifar.config.json").write_text(json.dumps({"num_heads": 4}))
-    classes = "airplane automobile bird cat deer dog frog horse ship truck".split()
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (tmp_path / "cifar.labels.txt").write_text("\n".join(classes))
     built = load_checkpoint(tmp_path / "cifar.pth")
     assert built.family == "minivit" and built.labels == tuple(classes)

@@ -16,7 +16,9 @@ def _noise(w, h, seed=0):
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8), "RGB")
 
 
-@pytest.mark.parametrize("model_id", [e.id for e in catalog.entries() if e.architecture.startswith("torchvision")])
+@pytest.mark.parametrize(
+    "model_id", [e.id for e in catalog.entries() if e.architecture.startswith("torchvision")]
+)
 @pytest.mark.parametrize("size", [(640, 480), (300, 900), (1000, 250)])
 def test_same_pixels_as_torchvision_transforms(model_id, size):
     from torchvision import models

@@ -76,7 +76,9 @@ class ModelEntry:
         h, w = self.input_size
         bits = [f"{self.params / 1e6:.1f}M params", f"{w} px" if w == h else f"{w}×{h} px"]
         if self.file_size_mb is not None:
-            bits.append(f"{self.file_size_mb:.0f} MB" if self.file_size_mb >= 10 else f"{self.file_size_mb:.1f} MB")
+            bits.append(
+                f"{self.file_size_mb:.0f} MB" if self.file_size_mb >= 10 else f"{self.file_size_mb:.1f} MB"
+            )
         if self.acc1 is not None:
             bits.append(f"acc@1 {self.acc1:.1f}%")
         return ", ".join(bits)

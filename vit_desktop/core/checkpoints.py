@@ -64,7 +64,7 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = dict(f.metadata() or {})
-                state = {k: f.get_tensor(k) for k in f.keys()}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{name}: not a valid safetensors file ({_brief(exc)})") from None
         return state, meta
@@ -129,7 +129,9 @@ def _sidecar(path: Path, suffix: str) -> Path | None:
     return None
 
 
-def read_labels(path: Path, num_classes: int, meta: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def read_labels(
+    path: Path, num_classes: int, meta: dict[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Labels for a checkpoint and any warnings; a count mismatch is an error."""
     labels: list[str] | None = None
     source = None
@@ -298,7 +300,9 @@ def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple
     stem = tuple(int(state[f"patch_embed.stem.{i}.weight"].shape[0]) for i in stem_idx)
     strides = tuple(int(v) for v in cfg.get("stem_strides", ())) or (2,) * len(stem)
     if len(strides) != len(stem):
-        raise CheckpointError(f"{name}: its config gives {len(strides)} stem strides for {len(stem)} stem convolutions")
+        raise CheckpointError(
+            f"{name}: its config gives {len(strides)} stem strides for {len(stem)} stem convolutions"
+        )
     patch = k * math.prod(strides)
     pos = state.get("pos_embed")
     if pos is None or "cls_token" not in state:

@@ -316,7 +316,9 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
         return Classifier(built.module, built.preprocessing, built.labels, os.fspath(model),
                           built.name, dev, max_pixels)  # fmt: skip
     module = _load_catalog_model(entry, pretrained, progress, cancel, allow_download)
-    return Classifier(module, entry.preprocessing, entry.labels, entry.id, entry.display_name, dev, max_pixels)
+    return Classifier(
+        module, entry.preprocessing, entry.labels, entry.id, entry.display_name, dev, max_pixels
+    )
 
 
 def _looks_like_path(text: str) -> bool:

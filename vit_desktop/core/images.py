@@ -29,8 +29,30 @@ from .errors import ImageLoadError
 DEFAULT_MAX_PIXELS = 178_956_970
 
 IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .gif .bmp .dib .tif .tiff .avif .ppm .pgm .pbm .pnm "
-    ".ico .tga .jp2 .j2k .heic .heif".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".avif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".ico",
+        ".tga",
+        ".jp2",
+        ".j2k",
+        ".heic",
+        ".heif",
+    ]
 )
 
 _TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -101,9 +123,7 @@ def to_rgb(im: Image.Image) -> Image.Image:
             arr = (arr - lo) / max(hi - lo, 1e-12) * 255.0
         grey = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in im.info
-    )
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
     if mode in ("1", "L") and "transparency" in im.info:
         has_alpha = True
     if has_alpha:
@@ -184,4 +204,3 @@ def load_image(
     except MemoryError:
         raise ImageLoadError(f"{name}: not enough memory to decode this image") from None
     return LoadedImage(rgb, original, fmt, src)
-

@@ -99,7 +99,9 @@ def token_map(att: AttentionResult, token: int, layer: int = -1, head: int | Non
     return _to_grid(row, att)
 
 
-def cls_map(att: AttentionResult, layer: int = -1, head: int | None = None, fusion: str = "mean") -> np.ndarray:
+def cls_map(
+    att: AttentionResult, layer: int = -1, head: int | None = None, fusion: str = "mean"
+) -> np.ndarray:
     return token_map(att, 0, layer, head, fusion)
 
 

@@ -106,9 +106,7 @@ def verify_cached(entry: ModelEntry, cancel: Cancel | None = None) -> Path | Non
         path.unlink()
     except FileNotFoundError:
         pass
-    raise CorruptCacheError(
-        f"the cached weights {path} were damaged ({reason}) and have been removed"
-    )
+    raise CorruptCacheError(f"the cached weights {path} were damaged ({reason}) and have been removed")
 
 
 def ensure(
@@ -191,7 +189,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
     partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
     try:
         conn, resp = _open(entry.url, cancel)
-    except (socket.gaierror, ConnectionError, TimeoutError, socket.timeout, OSError) as exc:
+    except (socket.gaierror, ConnectionError, TimeoutError, OSError) as exc:
         if isinstance(exc, WeightsError):
             raise
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -236,7 +234,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
                 try:
                     want = CHUNK if total is None else min(CHUNK, total - done + 1)
                     chunk = resp.read1(want) if want > 0 else b""
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:
                     raise WeightsError(
                         f"download of {entry.filename} stalled: no data for "
                         f"{STALL_TIMEOUT_S:.0f} s after {done} bytes"
@@ -267,8 +265,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
                     progress(done, total)
         if total is not None and done != total:
             raise WeightsError(
-                f"download of {entry.filename} was interrupted after {done} of {total} bytes; "
-                "try again"
+                f"download of {entry.filename} was interrupted after {done} of {total} bytes; try again"
             )
         digest = h.hexdigest()
         if not hash_matches(digest, entry.sha256):

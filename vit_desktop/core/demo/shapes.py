@@ -60,7 +60,9 @@ def _regular(n: int, r: float) -> np.ndarray:
 def _outline(label: int, size: float, rng: np.random.Generator) -> list[np.ndarray]:
     """Polygons (outer first, then holes) centred on the origin, before rotation.
 
-    ``size`` is the shape's largest extent, so every class spans 30–70% of the side.
+    ``size`` is the shape's nominal diameter, tip to tip (a circle's diameter, an ellipse's
+    major axis, a polygon's or star's circumscribed circle, a cross's arm span), so every
+    class spans 30–70% of the shorter side.
     """
     r = size / 2
     name = CLASSES[label]
@@ -83,8 +85,7 @@ def _outline(label: int, size: float, rng: np.random.Generator) -> list[np.ndarr
         inner = rng.uniform(0.38, 0.5)
         outer = _regular(5, r)
         inn = _regular(5, r * inner) @ np.array(
-            [[math.cos(math.pi / 5), math.sin(math.pi / 5)],
-             [-math.sin(math.pi / 5), math.cos(math.pi / 5)]]
+            [[math.cos(math.pi / 5), math.sin(math.pi / 5)], [-math.sin(math.pi / 5), math.cos(math.pi / 5)]]
         )
         pts = np.empty((10, 2))
         pts[0::2], pts[1::2] = outer, inn
