@@ -87,3 +87,12 @@ def test_resources_come_from_the_installed_package():
     assert res.joinpath("demo_shapes.labels.txt").read_text().split() == [
         "circle", "ellipse", "semicircle", "ring", "triangle", "square", "pentagon", "hexagon", "star", "cross",
     ]  # fmt: skip
+
+
+def test_what_the_ui_draws_with_loads_no_torch():
+    # The window renders maps and overlays from cached results on the GUI thread and must
+    # appear before torch is imported: these core modules are numpy/Pillow only.
+    mods = "maps, overlay, results, images, preprocess, errors"
+    code = f"import sys; from vit_desktop.core import {mods}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -33,6 +33,8 @@ def _say(text: str) -> None:
 
 
 def launch_gui(argv: list[str]) -> int:
+    if any(a == "--screenshot" or a.startswith("--screenshot=") for a in argv):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # renders without a screen by design
     if not display_available():
         _say(HEADLESS_MESSAGE)
         return 2

@@ -75,8 +75,8 @@ class Classifier:
             img, original, src = to_rgb(item), item.size, source or "<image>"
         else:
             src = os.fspath(item)
-            probe = self.preprocessing
-            loaded = load_image(src, max_pixels=self.max_pixels, min_size=_min_decode(probe, src))
+            # A large JPEG may decode at 1/2–1/8 scale, never below what the resize keeps.
+            loaded = load_image(src, max_pixels=self.max_pixels, min_size=self.preprocessing.resized_size)
             img, original = loaded.image, loaded.original_size
         arr, geom = prepare(img, self.preprocessing, original)
         return Prepared(source or src, arr, geom, (time.perf_counter() - t0) * 1000)
@@ -216,19 +216,6 @@ def _source_of(item: ImageInput) -> str:
     if isinstance(item, Image.Image):
         return "<image>"
     return os.fspath(item)
-
-
-def _min_decode(pre: Preprocessing, path: str) -> tuple[int, int] | None:
-    """Ask the loader for a draft decode no smaller than what the resize keeps."""
-    try:
-        with Image.open(path) as im:
-            if im.format != "JPEG":
-                return None
-            size = im.size
-    except Exception:
-        return None  # the real load reports the problem
-    rw, rh = pre.resized_size(size)
-    return rw, rh
 
 
 def default_peak(att: AttentionResult, geom: Geometry) -> tuple[float, float]:

@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,12 +138,13 @@ def load_image(
     path: str | os.PathLike[str],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    min_size: tuple[int, int] | None = None,
+    min_size: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]] | None = None,
 ) -> LoadedImage:
     """Open ``path`` as an upright 8-bit RGB image.
 
-    ``min_size`` (width, height) lets a large JPEG decode at 1/2, 1/4 or 1/8 scale as long
-    as the result stays at least that large (in upright orientation).
+    ``min_size`` (width, height), or a function of the upright full size that gives it,
+    lets a large JPEG decode at 1/2, 1/4 or 1/8 scale as long as the result stays at
+    least that large (in upright orientation).
     """
     src = os.fspath(path)
     name = _short(src)
@@ -163,7 +165,7 @@ def load_image(
                 original = (h, w) if orientation in _TRANSPOSING else (w, h)
                 fmt = im.format
                 if min_size is not None and fmt == "JPEG":
-                    need_w, need_h = min_size
+                    need_w, need_h = min_size(original) if callable(min_size) else min_size
                     if orientation in _TRANSPOSING:
                         need_w, need_h = need_h, need_w
                     if w >= 2 * need_w and h >= 2 * need_h:

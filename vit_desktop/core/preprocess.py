@@ -14,11 +14,9 @@ every overlay lands on the right pixels whatever the aspect ratio.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from PIL import Image
 
 _RESAMPLE = {
@@ -150,12 +148,6 @@ class Geometry:
         }
 
 
-def draft_size(pre: Preprocessing, original: tuple[int, int]) -> tuple[int, int]:
-    """The decode size a JPEG may be reduced to without losing what the resize keeps."""
-    rw, rh = pre.resized_size(original)
-    return rw, rh
-
-
 def prepare(
     image: Image.Image,
     pre: Preprocessing,
@@ -208,7 +200,3 @@ def prepare(
         patch_grid=pre.patch_grid,
     )
     return np.ascontiguousarray(x.transpose(2, 0, 1)), geom
-
-
-def to_batch(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays, axis=0))

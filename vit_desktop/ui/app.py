@@ -1,0 +1,87 @@
+"""Creating the QApplication and the window; ``--screenshot`` for tests and docs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from PySide6.QtCore import QCoreApplication, QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+
+from ..logs import get_logger
+
+log = get_logger("app")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="vit-desktop", add_help=True)
+    p.add_argument("images", nargs="*", help="images or folders to open")
+    p.add_argument("--model", help="catalog id or checkpoint path")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--screenshot", metavar="OUT.png", help="render offscreen, save a PNG, exit")
+    p.add_argument("--settings", metavar="FILE.ini", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def make_app(argv: list[str]) -> QApplication:
+    app = QApplication.instance() or QApplication([sys.argv[0], *argv])
+    QCoreApplication.setOrganizationName("ViT Desktop")
+    QCoreApplication.setApplicationName("ViT Desktop")
+    return app
+
+
+def run_app(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.screenshot:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        os.environ["VIT_DESKTOP_NO_DIALOGS"] = "1"
+    app = make_app([])
+    from .main_window import MainWindow
+    from .settings import Settings
+
+    qs = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else None
+    if args.screenshot and qs is None:
+        import tempfile
+
+        qs = QSettings(os.path.join(tempfile.mkdtemp(), "screenshot.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(Settings(qs), model=args.model, device=args.device)
+    win.show()
+    if args.images:
+        win.add_paths(args.images)
+    if args.screenshot:
+        return _screenshot(app, win, args.screenshot, expect_result=bool(args.images))
+    return app.exec()
+
+
+def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_ms: int = 120_000) -> int:
+    state = {"rc": None}
+
+    def done(rc: int, message: str | None = None) -> None:
+        if state["rc"] is None:
+            state["rc"] = rc
+            if message:
+                (sys.stderr or sys.stdout).write(f"vit-desktop: {message}\n")
+            win.close()
+            app.quit()
+
+    def shoot() -> None:
+        app.processEvents()
+        if not win.grab().save(out):
+            done(2, f"could not write {out}")
+        else:
+            done(0)
+
+    def on_drawn() -> None:
+        QTimer.singleShot(50, shoot)
+
+    def on_failed(gen: int, what: str, message: str) -> None:
+        done(2, message)
+
+    win.overlayDrawn.connect(on_drawn)
+    win.worker.worker.failed.connect(on_failed)
+    if not expect_result:
+        win.worker.worker.modelLoaded.connect(lambda *a: QTimer.singleShot(50, shoot))
+    QTimer.singleShot(timeout_ms, lambda: done(2, "timed out waiting for the result"))
+    app.exec()
+    return state["rc"] if state["rc"] is not None else 2

@@ -1,0 +1,520 @@
+"""The main window: image pane, predictions, attention controls, gallery, status bar."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+)
+
+from ..core import maps
+from ..core.results import ClassificationResult, ImageFailure
+from . import render
+from .image_view import ImageView
+from .panels import AttentionPanel, PredictionsPanel
+from .settings import Settings
+from .worker import WorkerThread
+
+OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
+
+
+@dataclass
+class Item:
+    key: str
+    label: str
+    display: QImage | None = None
+    result: ClassificationResult | None = None
+    error: str | None = None
+    list_item: QListWidgetItem | None = field(default=None, repr=False)
+
+
+class MainWindow(QMainWindow):
+    # generation, model, device
+    requestLoad = Signal(int, str, str)
+    # generation, key, item (path or PIL image)
+    requestClassify = Signal(int, str, object)
+    requestMany = Signal(int, list)
+    overlayDrawn = Signal()
+
+    def __init__(self, settings: Settings, model: str | None = None, device: str | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.setWindowTitle("ViT Desktop")
+        self.setAcceptDrops(True)
+        self.resize(1200, 760)
+        self.setMinimumSize(QSize(900, 560))
+        self.items: dict[str, Item] = {}
+        self.current: str | None = None
+        self._gen = 0
+        self._model_gen = 0
+        self._hover_token: int | None = None
+        self.model_id: str | None = None
+        self.model_ready = False
+        self._pending: list[tuple[str, object]] = []
+
+        self.view = ImageView()
+        self.setCentralWidget(self.view)
+        self.predictions = PredictionsPanel()
+        self.attention = AttentionPanel()
+        self.gallery = QListWidget()
+        self.gallery.setViewMode(QListWidget.ViewMode.IconMode)
+        self.gallery.setIconSize(QSize(96, 96))
+        self.gallery.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.gallery.setMovement(QListWidget.Movement.Static)
+        self.gallery.currentItemChanged.connect(self._on_gallery)
+        self._docks = {}
+        for name, widget, area in (("Predictions", self.predictions, Qt.DockWidgetArea.RightDockWidgetArea),
+                                   ("Attention", self.attention, Qt.DockWidgetArea.RightDockWidgetArea),
+                                   ("Gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)):  # fmt: skip
+            dock = QDockWidget(name, self)
+            dock.setObjectName(name)
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self._docks[name] = dock
+
+        self.status_model = QLabel("Starting…")
+        self.status_device = QLabel("")
+        self.status_time = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(200)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self._cancel)
+        sb = self.statusBar()
+        sb.addWidget(self.status_model, 1)
+        sb.addPermanentWidget(self.status_device)
+        sb.addPermanentWidget(self.status_time)
+        sb.addPermanentWidget(self.progress)
+        sb.addPermanentWidget(self.cancel_button)
+
+        self.worker = WorkerThread()
+        w = self.worker.worker
+        self.requestLoad.connect(w.load_model)
+        self.requestClassify.connect(w.classify)
+        self.requestMany.connect(w.classify_many)
+        w.modelLoaded.connect(self._on_model_loaded)
+        w.resultReady.connect(self._on_result)
+        w.failed.connect(self._on_failed)
+        w.progress.connect(self._on_progress)
+        w.jobFinished.connect(self._on_job_finished)
+
+        self.attention.changed.connect(self.redraw)
+        self.view.hoveredPatch.connect(self._on_hover)
+        self.view.hoverLeft.connect(self._on_hover_left)
+        self._build_menus()
+        ov = settings.overlay()
+        self.view.set_show_grid(ov["grid"])
+        from .panels import ViewSettings
+
+        self.attention.apply(ViewSettings(kind=ov["kind"], fusion=ov["fusion"], discard=ov["discard"],
+                                          opacity=ov["opacity"], cmap=ov["cmap"]))  # fmt: skip
+        geom, state = settings.window_state()
+        if geom is not None:
+            self.restoreGeometry(geom)
+        if state is not None:
+            self.restoreState(state)
+        self.device = device or settings.device
+        QTimer.singleShot(0, lambda: self.load_model(model or settings.last_model or "demo-shapes"))
+
+    # -- menus --------------------------------------------------------------------------
+    def _action(self, menu, text, slot, shortcut=None) -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action(f, "&Open…", self.open_files, QKeySequence.StandardKey.Open)
+        self._action(f, "Open &Folder…", self.open_folder)
+        self.recent_menu = f.addMenu("Open &Recent")
+        self._fill_recent()
+        f.addSeparator()
+        self._action(f, "&Export Results…", self.export_results, "Ctrl+E")
+        self._action(f, "&Save Overlay…", self.save_overlay, QKeySequence.StandardKey.Save)
+        self._action(f, "&Copy Overlay", self.copy_overlay, "Ctrl+Shift+C")
+        self._action(f, "&Paste", self.paste, QKeySequence.StandardKey.Paste)
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        v = mb.addMenu("&View")
+        for dock in self._docks.values():
+            v.addAction(dock.toggleViewAction())
+        grid = self._action(v, "Patch &Grid", lambda on: self._set_grid(on), "G")
+        grid.setCheckable(True)
+        grid.setChecked(self.view.show_grid)
+        v.addSeparator()
+        self._action(v, "Zoom &In", lambda: self.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(v, "Zoom &Out", lambda: self.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
+        self._action(v, "&Fit", self.view.fit, "Ctrl+0")
+        self._action(v, "&Actual Size", self.view.actual_size, "Ctrl+1")
+        self._action(v, "F&ull Screen", self._toggle_full_screen, QKeySequence.StandardKey.FullScreen)
+        h = mb.addMenu("&Help")
+        self._action(h, "&About ViT Desktop", self.about)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_files:
+            act = self.recent_menu.addAction(path)
+            act.triggered.connect(lambda _=False, p=path: self.add_paths([p]))
+        self.recent_menu.setEnabled(bool(self.settings.recent_files))
+
+    def _set_grid(self, on: bool) -> None:
+        self.view.set_show_grid(on)
+        self.settings.set_overlay(grid=on)
+
+    def _toggle_full_screen(self) -> None:
+        self.showNormal() if self.isFullScreen() else self.showFullScreen()
+
+    # -- model -------------------------------------------------------------------------
+    def load_model(self, model: str) -> None:
+        self._model_gen = self._next_gen()
+        self.model_ready = False
+        self.status_model.setText(f"Loading {model}…")
+        self.requestLoad.emit(self._model_gen, model, self.device)
+
+    def _on_model_loaded(self, gen: int, model_id: str, name: str, device: str, notice: str) -> None:
+        if gen != self._model_gen:
+            return
+        self.model_id, self.model_ready = model_id, True
+        self.settings.last_model = model_id
+        self.status_model.setText(name)
+        self.status_device.setText(device.upper())
+        if notice:
+            self.statusBar().showMessage(notice, 8000)
+        for key in list(self.items):  # a new model: classify everything again
+            self._classify(key, self._source_of(key))
+        pending, self._pending = self._pending, []
+        for key, source in pending:
+            self._classify(key, source)
+
+    # -- getting images in ---------------------------------------------------------------
+    def _next_gen(self) -> int:
+        self._gen += 1
+        return self._gen
+
+    def _source_of(self, key: str) -> object:
+        return key if not key.startswith("pasted:") else self._pasted[key]
+
+    _pasted: dict[str, object] = {}
+
+    def add_paths(self, paths: list[str]) -> None:
+        files = list(_expand(paths))
+        for p in files:
+            self.settings.add_recent(p)
+        self._fill_recent()
+        for p in files:
+            self._add(p, os.path.basename(p), p)
+
+    def add_image_data(self, image, label: str = "pasted image") -> None:
+        key = f"pasted:{len(self._pasted) + 1}"
+        self._pasted[key] = image
+        self._add(key, label, image)
+
+    def _add(self, key: str, label: str, source: object) -> None:
+        if key not in self.items:
+            item = Item(key, label)
+            item.list_item = QListWidgetItem(label)
+            item.list_item.setData(Qt.ItemDataRole.UserRole, key)
+            self.gallery.addItem(item.list_item)
+            self.items[key] = item
+        self.gallery.setCurrentItem(self.items[key].list_item)
+        self._classify(key, source)
+
+    def _classify(self, key: str, source: object) -> None:
+        if not self.model_ready:
+            self._pending.append((key, source))
+            return
+        self.requestClassify.emit(self._gen, key, source)
+
+    # -- results ---------------------------------------------------------------------------
+    def _on_result(self, gen: int, key: str, shown) -> None:
+        item = self.items.get(key)
+        if item is None:
+            return
+        res = shown.result
+        if isinstance(res, ImageFailure):
+            self._set_error(item, res.error)
+            return
+        item.result, item.error = res, None
+        if shown.display is not None:
+            item.display = render.rgb_to_qimage(shown.display)
+        top = res.top1
+        item.list_item.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
+        if item.display is not None:
+            thumb = item.display.scaled(
+                96, 96, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+            )
+            item.list_item.setIcon(QIcon(QPixmap.fromImage(thumb)))
+        self.status_time.setText(f"{res.latency_ms:.0f} ms")
+        if key == self.current:
+            self._show(item)
+
+    def _set_error(self, item: Item, message: str) -> None:
+        item.error = message
+        item.list_item.setText(f"{item.label}\n⚠ error")
+        item.list_item.setToolTip(message)
+        self.statusBar().showMessage(message, 10000)
+        if item.key == self.current:
+            self._show(item)
+
+    def _on_failed(self, gen: int, what: str, message: str) -> None:
+        if what == "model":
+            if gen == self._model_gen:
+                self.status_model.setText("No model")
+                QMessageBox.warning(self, "Model", message) if not os.environ.get(
+                    "VIT_DESKTOP_NO_DIALOGS"
+                ) else None
+                self.statusBar().showMessage(message, 15000)
+            return
+        item = self.items.get(what)
+        if item is not None:
+            self._set_error(item, message)
+        else:
+            self.statusBar().showMessage(message, 10000)
+
+    def _on_progress(self, gen: int, done: int, total: int, label: str) -> None:
+        self.progress.show()
+        self.cancel_button.show()
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{label} %v/%m")
+
+    def _on_job_finished(self, gen: int, what: str, cancelled: bool) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+        if cancelled:
+            self.statusBar().showMessage("Cancelled; the results so far are kept", 6000)
+
+    def _cancel(self) -> None:
+        self.worker.worker.cancel()
+
+    # -- showing ---------------------------------------------------------------------------
+    def _on_gallery(self, cur: QListWidgetItem | None, prev) -> None:
+        if cur is None:
+            return
+        key = cur.data(Qt.ItemDataRole.UserRole)
+        self.current = key
+        self._show(self.items[key])
+
+    def _show(self, item: Item) -> None:
+        if item.display is None and item.result is None:
+            self.view.set_image(None)
+            self.view.placeholder = item.error or "Classifying…"
+            self.view.update()
+            self.predictions.set_result(None)
+            return
+        res = item.result
+        same = self.view._image is item.display
+        if not same:
+            self.view.set_image(item.display, res.geometry.original_size if res else None)
+        self.view.set_geometry(res.geometry if res else None)
+        self.predictions.set_result(res)
+        if res is not None and res.attention is not None:
+            self.attention.configure(res.attention.num_layers, res.attention.num_heads)
+        self.redraw()
+
+    def current_map(self) -> np.ndarray | None:
+        item = self.items.get(self.current or "")
+        if item is None or item.result is None or item.result.attention is None:
+            return None
+        att = item.result.attention
+        s = self.attention.settings()
+        token = self._hover_token or 0
+        if s.kind == "rollout":
+            spec = maps.MapSpec("rollout", fusion=s.fusion, discard_ratio=s.discard)
+        elif s.kind == "fused":
+            spec = maps.MapSpec("cls", layer=s.layer, fusion=s.fusion)
+        else:
+            spec = maps.MapSpec("cls", layer=s.layer, head=s.head)
+        return maps.compute(att, spec, token)
+
+    def redraw(self) -> None:
+        s = self.attention.settings()
+        self.settings.set_overlay(
+            kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity, cmap=s.cmap
+        )
+        item = self.items.get(self.current or "")
+        grid = self.current_map()
+        if grid is None or item is None or item.result is None:
+            self.view.set_overlay(None)
+            return
+        geom = item.result.geometry
+        ow, oh = geom.original_size
+        scale = min(1.0, OVERLAY_MAX_SIDE / max(ow, oh))
+        size = (max(1, round(ow * scale)), max(1, round(oh * scale)))
+        rgba = render.overlay_rgba(grid, geom, size, s.cmap, s.opacity)
+        self.view.set_overlay(render.rgba_to_qimage(rgba))
+        att = item.result.attention
+        layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
+        self.attention.set_head_images([QPixmap.fromImage(i) for i in render.heads_grid(att, layer, s.cmap)])
+        self.overlayDrawn.emit()
+
+    def _on_hover(self, row: int, col: int) -> None:
+        item = self.items.get(self.current or "")
+        if item is None or item.result is None:
+            return
+        self._hover_token = 1 + row * item.result.geometry.patch_grid[1] + col
+        self.redraw()
+
+    def _on_hover_left(self) -> None:
+        if self._hover_token is not None:
+            self._hover_token = None
+            self.redraw()
+
+    # -- file actions ----------------------------------------------------------------------
+    def open_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self,
+            "Open images",
+            "",
+            "Images (*.jpg *.jpeg *.png *.webp *.gif *.bmp *.tif *.tiff *.avif);;All files (*)",
+        )
+        if paths:
+            self.add_paths(paths)
+
+    def open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder")
+        if folder:
+            self.add_paths([folder])
+
+    def paste(self) -> None:
+        md = QGuiApplication.clipboard().mimeData()
+        self._accept_mime(md)
+
+    def _accept_mime(self, md) -> bool:
+        if md is None:
+            return False
+        if md.hasUrls():
+            local = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+            if local:
+                self.add_paths(local)
+                return True
+        if md.hasImage():
+            qimg = md.imageData()
+            if isinstance(qimg, QImage) and not qimg.isNull():
+                self.add_image_data(_qimage_to_pil(qimg))
+                return True
+        if md.hasText():
+            text = md.text().strip()
+            if os.path.exists(text):
+                self.add_paths([text])
+                return True
+        return False
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        md = event.mimeData()
+        if (md.hasUrls() and any(u.isLocalFile() for u in md.urls())) or md.hasImage():
+            self.statusBar().showMessage("Drop to classify", 2000)
+            event.acceptProposedAction()
+        else:
+            self.statusBar().showMessage("Only image files, folders and image data can be dropped here", 4000)
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        if self._accept_mime(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def export_results(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export results", "results.json", "JSON lines (*.json);;CSV (*.csv)"
+        )
+        if path:
+            self.write_results(path)
+
+    def write_results(self, path: str) -> None:
+        from ..cli import Writer
+
+        fmt = "csv" if path.lower().endswith(".csv") else "json"
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            w = Writer(fmt, f)
+            for item in self.items.values():
+                if item.result is not None:
+                    w.write(item.result.to_dict())
+                elif item.error:
+                    w.write({"path": item.key, "error": item.error})
+
+    def overlay_image(self):
+        """The current overlay over the image at the image's own resolution (PIL)."""
+        from ..core.images import load_image, to_rgb
+        from ..core.overlay import blend
+
+        item = self.items.get(self.current or "")
+        grid = self.current_map()
+        if item is None or grid is None:
+            return None
+        src = self._source_of(item.key)
+        base = load_image(src).image if isinstance(src, str) else to_rgb(src)
+        s = self.attention.settings()
+        return blend(base, grid, item.result.geometry, s.cmap, s.opacity)
+
+    def save_overlay(self) -> None:
+        img = self.overlay_image()
+        if img is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save overlay", "overlay.png", "PNG (*.png)")
+        if path:
+            img.save(path)
+
+    def copy_overlay(self) -> None:
+        img = self.overlay_image()
+        if img is not None:
+            QGuiApplication.clipboard().setImage(render.rgb_to_qimage(np.asarray(img)))
+
+    def about(self) -> None:
+        import PySide6
+
+        from .. import __version__
+
+        QMessageBox.about(self, "About ViT Desktop",
+                          f"ViT Desktop {__version__}\nQt {PySide6.__version__}\nModel: {self.model_id}")  # fmt: skip
+
+    # -- closing ---------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.settings.set_window_state(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        self.worker.stop(2000)
+        super().closeEvent(event)
+
+
+def _expand(paths: list[str]):
+    from ..cli import iter_image_paths
+
+    yield from iter_image_paths(paths, recursive=True)
+
+
+def _qimage_to_pil(qimg: QImage):
+    from PIL import Image
+
+    img = qimg.convertToFormat(QImage.Format.Format_RGBA8888)
+    w, h = img.width(), img.height()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=img.sizeInBytes()).reshape(h, img.bytesPerLine())
+    arr = buf[:, : w * 4].reshape(h, w, 4).copy()
+    return Image.fromarray(arr, "RGBA")
+
+
+def app_instance() -> QApplication | None:
+    return QApplication.instance()
+
+
+__all__ = ["MainWindow", "json"]

@@ -1,0 +1,213 @@
+"""Side panels: predictions (top-k with bars) and attention controls (map kind, layer,
+head, fusion, discard ratio, opacity, colour map) with an all-heads grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.overlay import COLORMAPS
+from ..core.results import ClassificationResult
+
+MAP_KINDS = (("cls", "CLS attention"), ("fused", "Fused heads"), ("rollout", "Attention rollout"))
+
+
+class PredictionsPanel(QWidget):
+    topKChanged = Signal(int)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._result: ClassificationResult | None = None
+        lay = QVBoxLayout(self)
+        head = QFormLayout()
+        self.k = QSpinBox()
+        self.k.setRange(1, 20)
+        self.k.setValue(5)
+        self.k.setAccessibleName("Number of predictions")
+        self.k.valueChanged.connect(self._refill)
+        self.k.valueChanged.connect(self.topKChanged)
+        head.addRow("Top-k", self.k)
+        lay.addLayout(head)
+        self.rows = QGridLayout()
+        lay.addLayout(self.rows)
+        self.copy = QPushButton("Copy top label")
+        self.copy.clicked.connect(self.copy_label)
+        self.copy.setEnabled(False)
+        lay.addWidget(self.copy)
+        lay.addStretch(1)
+
+    def set_result(self, res: ClassificationResult | None) -> None:
+        self._result = res
+        self.copy.setEnabled(res is not None)
+        self._refill()
+
+    def labels(self) -> list[tuple[str, float]]:
+        if self._result is None:
+            return []
+        probs = self._result.probs
+        order = probs.argsort()[::-1][: self.k.value()]
+        names = {p.index: p.label for p in self._result.top_k}
+        return [(names.get(int(i), f"class {int(i)}"), float(probs[i])) for i in order]
+
+    def _refill(self) -> None:
+        while self.rows.count():
+            w = self.rows.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        for r, (label, prob) in enumerate(self.labels()):
+            name = QLabel(label)
+            name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setValue(int(round(prob * 1000)))
+            bar.setFormat(f"{prob * 100:.1f}%")
+            bar.setTextVisible(True)
+            bar.setMaximumHeight(18)
+            self.rows.addWidget(name, r, 0)
+            self.rows.addWidget(bar, r, 1)
+
+    def copy_label(self) -> None:
+        if self._result is not None:
+            QGuiApplication.clipboard().setText(self._result.top1.label)
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    kind: str = "cls"  # cls | fused | rollout
+    layer: int = -1
+    head: int = 0
+    fusion: str = "mean"
+    discard: float = 0.0
+    opacity: float = 0.55
+    cmap: str = "inferno"
+
+
+class AttentionPanel(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        form = QFormLayout(self)
+        self.kind = QComboBox()
+        for key, text in MAP_KINDS:
+            self.kind.addItem(text, key)
+        self.layer = QSlider(Qt.Orientation.Horizontal)
+        self.layer.setRange(0, 0)
+        self.layer_label = QLabel("–")
+        self.head = QComboBox()
+        self.fusion = QComboBox()
+        for f in ("mean", "max", "min"):
+            self.fusion.addItem(f, f)
+        self.discard = QSlider(Qt.Orientation.Horizontal)
+        self.discard.setRange(0, 95)
+        self.discard_label = QLabel("0%")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(55)
+        self.cmap = QComboBox()
+        for c in COLORMAPS:
+            self.cmap.addItem(c, c)
+        self.cmap.setCurrentText("inferno")
+        form.addRow("Map", self.kind)
+        form.addRow("Layer", self.layer)
+        form.addRow("", self.layer_label)
+        form.addRow("Head", self.head)
+        form.addRow("Fusion", self.fusion)
+        form.addRow("Rollout discard", self.discard)
+        form.addRow("", self.discard_label)
+        form.addRow("Opacity", self.opacity)
+        form.addRow("Colours", self.cmap)
+        self.heads_box = QWidget()
+        self.heads_grid = QGridLayout(self.heads_box)
+        self.heads_grid.setSpacing(3)
+        form.addRow("All heads", self.heads_box)
+        for w, sig in ((self.kind, "currentIndexChanged"), (self.layer, "valueChanged"),
+                       (self.head, "currentIndexChanged"), (self.fusion, "currentIndexChanged"),
+                       (self.discard, "valueChanged"), (self.opacity, "valueChanged"),
+                       (self.cmap, "currentIndexChanged")):  # fmt: skip
+            getattr(w, sig).connect(self._on_change)
+        self._update_enabled()
+
+    def configure(self, layers: int, heads: int) -> None:
+        """Fit the controls to a model (layers, heads) without losing the person's choices."""
+        keep_last = self.layer.value() == self.layer.maximum()
+        self.layer.blockSignals(True)
+        self.layer.setRange(0, max(0, layers - 1))
+        if keep_last:
+            self.layer.setValue(layers - 1)
+        self.layer.blockSignals(False)
+        self.head.blockSignals(True)
+        current = self.head.currentIndex()
+        self.head.clear()
+        for h in range(heads):
+            self.head.addItem(f"head {h + 1}", h)
+        self.head.setCurrentIndex(min(max(current, 0), heads - 1))
+        self.head.blockSignals(False)
+        self._update_enabled()
+        self._update_labels()
+
+    def settings(self) -> ViewSettings:
+        return ViewSettings(
+            kind=self.kind.currentData(),
+            layer=self.layer.value(),
+            head=max(0, self.head.currentIndex()),
+            fusion=self.fusion.currentData(),
+            discard=self.discard.value() / 100.0,
+            opacity=self.opacity.value() / 100.0,
+            cmap=self.cmap.currentData(),
+        )
+
+    def apply(self, s: ViewSettings) -> None:
+        for w in (self.kind, self.fusion, self.cmap):
+            w.blockSignals(True)
+        self.kind.setCurrentIndex(max(0, self.kind.findData(s.kind)))
+        self.fusion.setCurrentIndex(max(0, self.fusion.findData(s.fusion)))
+        self.cmap.setCurrentIndex(max(0, self.cmap.findData(s.cmap)))
+        self.discard.setValue(int(round(s.discard * 100)))
+        self.opacity.setValue(int(round(s.opacity * 100)))
+        for w in (self.kind, self.fusion, self.cmap):
+            w.blockSignals(False)
+        self._on_change()
+
+    def set_head_images(self, pixmaps: list[QPixmap]) -> None:
+        while self.heads_grid.count():
+            w = self.heads_grid.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        cols = 4
+        for i, pm in enumerate(pixmaps):
+            lab = QLabel()
+            lab.setPixmap(pm)
+            lab.setToolTip(f"head {i + 1}")
+            self.heads_grid.addWidget(lab, i // cols, i % cols)
+
+    def _update_enabled(self) -> None:
+        kind = self.kind.currentData()
+        self.head.setEnabled(kind == "cls")
+        self.fusion.setEnabled(kind in ("fused", "rollout"))
+        self.discard.setEnabled(kind == "rollout")
+        self.layer.setEnabled(kind in ("cls", "fused"))
+
+    def _update_labels(self) -> None:
+        s = self.settings()
+        self.layer_label.setText(f"layer {s.layer + 1} of {self.layer.maximum() + 1}")
+        self.discard_label.setText(f"{s.discard:.0%}")
+
+    def _on_change(self) -> None:
+        self._update_enabled()
+        self._update_labels()
+        self.changed.emit()

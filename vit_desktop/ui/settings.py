@@ -1,0 +1,71 @@
+"""A small typed wrapper around QSettings (created after the app's names are set)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QByteArray, QSettings
+
+MAX_RECENT = 10
+
+
+class Settings:
+    def __init__(self, qsettings: QSettings | None = None) -> None:
+        self._s = qsettings or QSettings()
+
+    def _get(self, key: str, default, kind):
+        value = self._s.value(key, default)
+        try:
+            return kind(value) if value is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def last_model(self) -> str | None:
+        v = self._s.value("model/last")
+        return str(v) if v else None
+
+    @last_model.setter
+    def last_model(self, value: str) -> None:
+        self._s.setValue("model/last", value)
+
+    @property
+    def device(self) -> str:
+        return self._get("model/device", "auto", str)
+
+    @device.setter
+    def device(self, value: str) -> None:
+        self._s.setValue("model/device", value)
+
+    @property
+    def recent_files(self) -> list[str]:
+        v = self._s.value("files/recent", [])
+        if isinstance(v, str):
+            v = [v]
+        return [str(x) for x in (v or [])]
+
+    def add_recent(self, path: str) -> None:
+        items = [path] + [p for p in self.recent_files if p != path]
+        self._s.setValue("files/recent", items[:MAX_RECENT])
+
+    def overlay(self) -> dict:
+        return {
+            "kind": self._get("overlay/kind", "cls", str),
+            "fusion": self._get("overlay/fusion", "mean", str),
+            "discard": self._get("overlay/discard", 0.0, float),
+            "opacity": self._get("overlay/opacity", 0.55, float),
+            "cmap": self._get("overlay/cmap", "inferno", str),
+            "grid": self._get("overlay/grid", "true", str) in ("true", "1", "True"),
+        }
+
+    def set_overlay(self, **values) -> None:
+        for k, v in values.items():
+            self._s.setValue(f"overlay/{k}", v)
+
+    def window_state(self) -> tuple[QByteArray | None, QByteArray | None]:
+        return self._s.value("window/geometry"), self._s.value("window/state")
+
+    def set_window_state(self, geometry: QByteArray, state: QByteArray) -> None:
+        self._s.setValue("window/geometry", geometry)
+        self._s.setValue("window/state", state)
+
+    def sync(self) -> None:
+        self._s.sync()
