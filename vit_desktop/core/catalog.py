@@ -192,7 +192,7 @@ def _demo_entry() -> ModelEntry:
             size_mb = None
     return ModelEntry(
         id=DEMO_ID,
-        display_name="Demo: shapes ViT (96 px, offline)",
+        display_name=f"Demo: shapes ViT ({CONFIG.image_size} px, offline)",
         group="Demo",
         architecture="minivit",
         params=_minivit_params(CONFIG),

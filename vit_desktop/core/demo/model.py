@@ -12,8 +12,8 @@ WEIGHTS_FILE = "demo_shapes.safetensors"
 LABELS_FILE = "demo_shapes.labels.txt"
 
 CONFIG = MiniViTConfig(
-    image_size=96,
-    patch_size=12,
+    image_size=128,
+    patch_size=16,
     num_classes=len(CLASSES),
     embed_dim=128,
     depth=6,
@@ -23,7 +23,7 @@ CONFIG = MiniViTConfig(
     final_norm=True,
     head_norm=False,
     stem_channels=(24, 48, 96),
-    stem_strides=(1, 2, 2),
+    stem_strides=(2, 2, 2),
     input_norm=True,
 )
 

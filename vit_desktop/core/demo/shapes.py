@@ -184,7 +184,7 @@ def generate(
     img = bg * (1 - alpha) + fg[None, None, :] * alpha
     if rng.random() < 0.7:
         sigma = rng.uniform(2, 24)
-        img += rng.normal(0.0, sigma, size=img.shape).astype(np.float32)
+        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
     out = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8), "RGB")
 
     lo = polys[0].min(axis=0) / scale

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..minivit import MiniViT, MiniViTConfig
@@ -113,7 +114,9 @@ def train(args: argparse.Namespace) -> MiniViT:
         lr=args.lr,
         betas=(0.9, 0.99),
     )
-    data = ShapeBatches(args.seed, args.batch_size, work_side=2 * cfg.image_size)
+    # An exponential moving average of the weights is what gets evaluated and shipped.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    data = ShapeBatches(args.seed, args.batch_size, work_side=int(1.5 * cfg.image_size))
     loader = DataLoader(
         data,
         batch_size=None,
@@ -149,17 +152,19 @@ def train(args: argparse.Namespace) -> MiniViT:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        ema.update_parameters(model)
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             el = time.perf_counter() - t0
             line = f"step {step + 1}/{args.steps} loss {running:.3f} lr {lr:.2e} {el:.0f}s"
             if args.eval_every and ((step + 1) % args.eval_every == 0 or step + 1 == args.steps):
-                acc = quick_eval(model, args.seed, args.eval_images)
+                acc = quick_eval(ema.module, args.seed, args.eval_images)
                 line += f" held-out acc {acc:.3f}"
                 log.append({"step": step + 1, "loss": round(running, 4), "acc": acc, "seconds": round(el)})
             print(line, flush=True)
             if args.out and args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
-                save_weights(model, Path(args.out), {"partial_step": step + 1})
+                save_weights(ema.module, Path(args.out), {"partial_step": step + 1})
+    model = ema.module
     model.eval()
     meta = {
         "seed": args.seed,
@@ -170,6 +175,7 @@ def train(args: argparse.Namespace) -> MiniViT:
         "warmup": args.warmup,
         "label_smoothing": args.label_smoothing,
         "aux_weight": args.aux_weight,
+        "ema": args.ema,
         "bf16": args.bf16,
         "threads": args.threads,
         "workers": args.workers,
@@ -187,13 +193,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="resources/demo_shapes.safetensors")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=float, default=0.05, help="fraction of steps")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--aux-weight", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.999, help="weight EMA decay per step")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
     p.add_argument("--workers", type=int, default=1)
