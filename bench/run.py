@@ -105,6 +105,58 @@ def bench_attention_overhead(quick: bool) -> list[Figure]:
     ]
 
 
+_PEAK_CHILD = """
+import resource, sys, torch
+from torch import nn
+from torchvision.models import vit_h_14
+from vit_desktop.core.capture import AttentionCapture
+torch.manual_seed(0)
+m = vit_h_14(weights=None, image_size=518).eval()
+nn.init.normal_(m.heads.head.weight, std=0.02)
+x = torch.randn(1, 3, 518, 518)
+with torch.inference_mode():
+    m(x)  # warm: allocator pools and kernels settle before the measured run
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.argv[1] == "capture":
+        with AttentionCapture(m, keep_qk=True) as cap:
+            m(x)
+        cls, q, k = cap.collect()
+        kept = cls.nbytes + q.nbytes + k.nbytes
+    else:
+        m(x)
+        kept = 0
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after - before, kept)
+"""
+
+
+def bench_h14_capture_memory() -> list[Figure]:
+    """Extra peak memory (KiB of max RSS) of full capture on ViT-H/14 at 518 px, each side in a
+    fresh process after a warm-up forward."""
+    import subprocess
+
+    def run(mode: str) -> tuple[int, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_CHILD, mode], capture_output=True, text=True, check=True
+        )
+        grow, kept = out.stdout.split()
+        return int(grow), int(kept)
+
+    plain, _ = run("plain")
+    cap, kept = run("capture")
+    extra_mb = max(0, cap - plain) / 1024
+    return [
+        Figure(
+            "vit_h14_518_capture_peak_mb",
+            round(extra_mb, 1),
+            "MB",
+            400,
+            False,
+            f"captured arrays {kept / 1e6:.0f} MB (CLS rows + float16 queries and keys)",
+        ),  # fmt: skip
+    ]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -124,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
     args = p.parse_args(argv)
     figures = bench_attention_overhead(args.quick)
+    if not args.quick:
+        figures += bench_h14_capture_memory()
     print(f"# {machine()}")
     print(f"{'figure':<28} {'value':>12} {'unit':<5} {'target':>8}  ok")
     for f in figures:

@@ -186,12 +186,13 @@ def test_models_table_marks_cache(tmp_path):
 
 def test_no_display_says_so_in_one_line():
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    r = subprocess.run(
-        [sys.executable, "-m", "vit_desktop"], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert r.returncode == 2
-    assert "no display" in r.stderr and "vit-desktop classify" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    for extra in ([], ["photo.jpg"]):  # plain start, and "Open with" from a file manager
+        r = subprocess.run(
+            [sys.executable, "-m", "vit_desktop", *extra], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert r.returncode == 2
+        assert "no display" in r.stderr and "vit-desktop classify" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_default_model_prefers_cached_vit_b16(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from . import __version__
 from .logs import log_exception, setup_logging
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+COMMANDS = ("classify", "models", "download")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -332,8 +333,9 @@ def run_cli(argv: Sequence[str]) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
-    if argv and not argv[0].startswith("-") or any(a in ("-h", "--help", "--version") for a in argv[:1]):
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
         return run_cli(argv)
+    # No command: the window, with any image paths opened in it ("Open with").
     from .app_launch import launch_gui
 
     return launch_gui(argv)

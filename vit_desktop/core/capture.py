@@ -41,9 +41,25 @@ def attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]:
 @dataclass
 class _Store:
     keep_qk: bool
+    num_layers: int
     cls_rows: list[torch.Tensor] = field(default_factory=list)  # each (B, H, N) float32
-    qs: list[torch.Tensor] = field(default_factory=list)  # each (B, H, N, d) float16
-    ks: list[torch.Tensor] = field(default_factory=list)
+    # Queries and keys go straight into one preallocated (B, L, H, N, d) float16 buffer
+    # each, so collecting them never needs a second copy (ViT-H/14 at 518 px: 2×112 MB).
+    q: torch.Tensor | None = None
+    k: torch.Tensor | None = None
+
+    def record(self, cls_row: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> None:
+        layer = len(self.cls_rows)
+        self.cls_rows.append(cls_row)
+        if not self.keep_qk:
+            return
+        if self.q is None:
+            b, h, n, d = q.shape
+            shape = (b, self.num_layers, h, n, d)
+            self.q = torch.empty(shape, dtype=torch.float16, device="cpu")
+            self.k = torch.empty(shape, dtype=torch.float16, device="cpu")
+        self.q[:, layer].copy_(q)
+        self.k[:, layer].copy_(k)
 
 
 def _make_forward(mha: nn.MultiheadAttention, store: _Store):
@@ -63,10 +79,7 @@ def _make_forward(mha: nn.MultiheadAttention, store: _Store):
         out = F.linear(out.transpose(1, 2).reshape(b, n, d_model), mha.out_proj.weight, mha.out_proj.bias)
         scale = hd**-0.5
         cls_logits = (q[:, :, :1].float() * scale) @ k.float().transpose(-2, -1)  # (B, H, 1, N)
-        store.cls_rows.append(torch.softmax(cls_logits, dim=-1)[:, :, 0])
-        if store.keep_qk:
-            store.qs.append(q.to(torch.float16))
-            store.ks.append(k.to(torch.float16))
+        store.record(torch.softmax(cls_logits, dim=-1)[:, :, 0].cpu(), q, k)
         return out, None
 
     return forward
@@ -77,7 +90,7 @@ class AttentionCapture:
 
     def __init__(self, model: nn.Module, keep_qk: bool = True) -> None:
         self.modules = attention_modules(model)
-        self.store = _Store(keep_qk)
+        self.store = _Store(keep_qk, len(self.modules))
 
     def __enter__(self) -> AttentionCapture:
         try:
@@ -100,9 +113,9 @@ class AttentionCapture:
         s = self.store
         if not s.cls_rows:
             raise RuntimeError("no attention was captured: did the forward pass run?")
-        cls = torch.stack(s.cls_rows, dim=1).float().cpu().numpy()
+        if len(s.cls_rows) != len(self.modules):
+            raise RuntimeError(f"captured {len(s.cls_rows)} of {len(self.modules)} attention layers")
+        cls = torch.stack(s.cls_rows, dim=1).float().numpy()
         if not s.keep_qk:
             return cls, None, None
-        q = torch.stack(s.qs, dim=1).cpu().numpy()
-        k = torch.stack(s.ks, dim=1).cpu().numpy()
-        return cls, q, k
+        return cls, s.q.numpy(), s.k.numpy()

@@ -49,6 +49,7 @@ class MainWindow(QMainWindow):
     # generation, key, item (path or PIL image)
     requestClassify = Signal(int, str, object)
     requestMany = Signal(int, list)
+    requestCatalog = Signal()
     overlayDrawn = Signal()
 
     def __init__(self, settings: Settings, model: str | None = None, device: str | None = None) -> None:
@@ -108,11 +109,13 @@ class MainWindow(QMainWindow):
         self.requestLoad.connect(w.load_model)
         self.requestClassify.connect(w.classify)
         self.requestMany.connect(w.classify_many)
+        self.requestCatalog.connect(w.describe)
         w.modelLoaded.connect(self._on_model_loaded)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
         w.progress.connect(self._on_progress)
         w.jobFinished.connect(self._on_job_finished)
+        w.catalogReady.connect(self._on_catalog)
 
         self.attention.changed.connect(self.redraw)
         self.view.hoveredPatch.connect(self._on_hover)
@@ -155,6 +158,12 @@ class MainWindow(QMainWindow):
         self._action(f, "&Paste", self.paste, QKeySequence.StandardKey.Paste)
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        from .model_menu import ModelMenus
+
+        self.menus = ModelMenus(mb.addMenu("&Model"), mb.addMenu("&Device"))
+        self.menus.modelChosen.connect(self._choose_model)
+        self.menus.checkpointRequested.connect(self._choose_checkpoint)
+        self.menus.deviceChosen.connect(self._choose_device)
         v = mb.addMenu("&View")
         for dock in self._docks.values():
             v.addAction(dock.toggleViewAction())
@@ -185,6 +194,34 @@ class MainWindow(QMainWindow):
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
     # -- model -------------------------------------------------------------------------
+    def _on_catalog(self, models: list, devices: list) -> None:
+        self.menus.fill(models, devices, self.model_id, self.device)
+
+    def _choose_model(self, entry: dict) -> None:
+        if not entry.get("downloaded") and not os.environ.get("VIT_DESKTOP_NO_DIALOGS"):
+            size = entry.get("file_size_mb") or 0
+            answer = QMessageBox.question(
+                self, "Download weights",
+                f"{entry['display_name']} needs its weights ({size:.0f} MB) from\n{entry.get('url')}.\n\nDownload now?",
+            )  # fmt: skip
+            if answer != QMessageBox.StandardButton.Yes:
+                self.menus.mark_current(self.model_id or "")
+                return
+        self.load_model(entry["id"])
+
+    def _choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load checkpoint", "", "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
+        )
+        if path:
+            self.load_model(path)
+
+    def _choose_device(self, device: str) -> None:
+        self.device = device
+        self.settings.device = device
+        if self.model_id:
+            self.load_model(self.model_id)
+
     def load_model(self, model: str) -> None:
         self._model_gen = self._next_gen()
         self.model_ready = False
@@ -194,8 +231,15 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, gen: int, model_id: str, name: str, device: str, notice: str) -> None:
         if gen != self._model_gen:
             return
+        first = self.model_id is None
         self.model_id, self.model_ready = model_id, True
         self.settings.last_model = model_id
+        self.progress.hide()
+        self.cancel_button.hide()
+        if first:
+            self.requestCatalog.emit()
+        else:
+            self.menus.mark_current(model_id)
         self.status_model.setText(name)
         self.status_device.setText(device.upper())
         if notice:

@@ -56,6 +56,8 @@ class InferenceWorker(QObject):
     progress = Signal(int, int, int, str)
     # (generation, what finished, cancelled)
     jobFinished = Signal(int, str, bool)
+    # list of catalog dicts (with "downloaded"), list of (device, available, reason)
+    catalogReady = Signal(list, list)
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,6 +94,20 @@ class InferenceWorker(QObject):
         except Exception as exc:  # reported, never swallowed
             log.exception("loading %s failed", model)
             self.failed.emit(generation, "model", _one_line(exc))
+
+    @Slot()
+    def describe(self) -> None:
+        """The model catalog and the devices, as plain data for the menus."""
+        try:
+            from ..core import catalog, weights
+            from ..core.devices import device_status
+
+            models = [e.to_dict(downloaded=weights.is_downloaded(e)) for e in catalog.entries()]
+            devices = [(d.name, d.available, d.reason) for d in device_status()]
+            self.catalogReady.emit(models, devices)
+        except Exception as exc:
+            log.exception("listing models failed")
+            self.failed.emit(0, "catalog", _one_line(exc))
 
     @Slot(int, str, object)
     def classify(self, generation: int, key: str, item: object) -> None:

@@ -1,0 +1,74 @@
+"""The classifier's batching, folder pipeline and large-JPEG path, on the demo model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_desktop.core.classifier import load_classifier
+from vit_desktop.core.demo.shapes import generate
+from vit_desktop.core.errors import DeviceError
+from vit_desktop.core.images import load_image
+from vit_desktop.core.results import ClassificationResult, ImageFailure
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_classifier("demo-shapes", device="cpu")
+
+
+def test_large_jpeg_draft_keeps_geometry_and_prediction(demo, tmp_path):
+    s = generate(np.random.default_rng(2), label=7, size=(600, 400))
+    big = s.image.resize((6000, 4000), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=92)
+    drafted = demo.classify(path, top_k=3)[0]  # decoded at a reduced scale
+    assert load_image(path, min_size=demo.preprocessing.resized_size).image.width < 6000
+    full = demo.classify(load_image(path), top_k=3)[0]  # decoded at full size
+    assert drafted.geometry.original_size == full.geometry.original_size == (6000, 4000)
+    assert drafted.geometry.crop_box == pytest.approx(full.geometry.crop_box, abs=1.0)
+    assert drafted.top1.index == full.top1.index
+    assert np.abs(drafted.probs - full.probs).max() < 0.05
+
+
+def test_folder_pipeline_keeps_order_reports_failures_and_cancels(demo, tmp_path):
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(10):
+        p = tmp_path / f"{i:02d}.png"
+        if i == 4:
+            p.write_bytes(b"\x89PNG broken")
+        else:
+            generate(rng, label=i).image.save(p)
+        paths.append(str(p))
+    out = list(demo.iter_classify(paths, batch_size=3))
+    assert [o.source for o in out] == paths
+    assert isinstance(out[4], ImageFailure) and "00" not in out[4].error
+    assert all(isinstance(o, ClassificationResult) for i, o in enumerate(out) if i != 4)
+    # Cancel after the first batch: what was done is kept, the rest is not run.
+    seen = []
+    it = demo.iter_classify(paths, batch_size=3, cancel=lambda: len(seen) >= 3)
+    for o in it:
+        seen.append(o)
+    assert 3 <= len(seen) < len(paths)
+
+
+def test_batch_equals_single(demo):
+    rng = np.random.default_rng(4)
+    imgs = [generate(rng).image for _ in range(4)]
+    batch = demo.classify(imgs, attention="cls")
+    for img, b in zip(imgs, batch):
+        one = demo.classify(img, attention="cls")[0]
+        assert np.abs(one.probs - b.probs).max() < 1e-4
+        assert one.attention_peak == b.attention_peak
+
+
+def test_cuda_request_works_or_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        assert load_classifier("demo-shapes", device="cuda").device.type == "cuda"
+    else:
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            load_classifier("demo-shapes", device="cuda")

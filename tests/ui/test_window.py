@@ -1,0 +1,204 @@
+"""The window, driven offscreen with real Qt events and the real demo model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+
+from vit_desktop.core.demo.shapes import generate
+from vit_desktop.ui.main_window import MainWindow
+from vit_desktop.ui.settings import Settings
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIT_DESKTOP_NO_DIALOGS", "1")
+    settings = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    win = MainWindow(settings, model="demo-shapes", device="cpu")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: bool(win.model_ready), timeout=60_000)
+    yield win
+    win.close()
+
+
+def _shape_file(tmp_path, label: int, size=(480, 260), seed=0):
+    s = generate(np.random.default_rng(seed), label=label, size=size)
+    path = tmp_path / f"shape{label}_{seed}.png"
+    s.image.save(path)
+    return path, s
+
+
+def _drop(win, mime: QMimeData) -> None:
+    pos = QPointF(win.width() / 2, win.height() / 2)
+    enter = QDragEnterEvent(pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    QApplication.sendEvent(win, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(
+        pos, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(win, drop)
+
+
+def _wait_result(qtbot, win, key: str):
+    def done() -> bool:
+        item = win.items.get(key)
+        return item is not None and (item.result is not None or item.error is not None)
+
+    qtbot.waitUntil(done, timeout=60_000)
+    return win.items[key]
+
+
+def test_drop_files_classifies_and_draws(qtbot, window, tmp_path):
+    path, s = _shape_file(tmp_path, 8)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    _drop(window, mime)
+    item = _wait_result(qtbot, window, str(path))
+    assert item.result is not None and item.result.top1.label == "star"
+    assert window.predictions.labels()[0][0] == "star"
+    assert window.view._overlay is not None
+    assert "star" in item.list_item.text()
+
+
+def test_drop_folder_and_raw_image_data(qtbot, window, tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    p1, _ = _shape_file(folder, 5, seed=1)
+    p2, _ = _shape_file(folder, 3, seed=2)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    _drop(window, mime)
+    for p in (p1, p2):
+        assert _wait_result(qtbot, window, str(p)).result is not None
+    s = generate(np.random.default_rng(5), label=9, size=(300, 300))
+    arr = np.ascontiguousarray(np.asarray(s.image))
+    qimg = QImage(arr.data, 300, 300, 900, QImage.Format.Format_RGB888).copy()
+    mime = QMimeData()
+    mime.setImageData(qimg)
+    _drop(window, mime)
+    key = next(k for k in window.items if k.startswith("pasted:"))
+    assert _wait_result(qtbot, window, key).result.top1.label == "cross"
+
+
+def test_unsupported_drop_is_refused(window):
+    mime = QMimeData()
+    mime.setText("just some words")
+    enter = QDragEnterEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)  # fmt: skip
+    QApplication.sendEvent(window, enter)
+    assert not enter.isAccepted()
+
+
+def test_sliders_rerender_without_running_the_model(qtbot, window, tmp_path):
+    path, _ = _shape_file(tmp_path, 0)
+    window.add_paths([str(path)])
+    _wait_result(qtbot, window, str(path))
+    clf = window.worker.worker._clf
+    calls = []
+    real = clf.classify
+    clf.classify = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    before = window.current_map().copy()
+    times = []
+    for kind_index in range(3):
+        t0 = time.perf_counter()
+        window.attention.kind.setCurrentIndex(kind_index)
+        window.attention.layer.setValue(0)
+        window.attention.discard.setValue(50)
+        window.attention.opacity.setValue(30)
+        window.attention.cmap.setCurrentText("viridis")
+        times.append(time.perf_counter() - t0)
+    after = window.current_map()
+    qtbot.wait(200)
+    assert not calls
+    assert not np.allclose(before, after)
+
+
+def test_hover_shows_that_patch_row(qtbot, window, tmp_path):
+    path, _ = _shape_file(tmp_path, 6)
+    window.add_paths([str(path)])
+    _wait_result(qtbot, window, str(path))
+    cls_map = window.current_map().copy()
+    window.view.hoveredPatch.emit(2, 3)
+    row_map = window.current_map()
+    assert window._hover_token == 1 + 2 * 8 + 3
+    assert not np.allclose(cls_map, row_map)
+    window.view.hoverLeft.emit()
+    np.testing.assert_allclose(window.current_map(), cls_map)
+
+
+def test_broken_file_shows_error_and_next_file_works(qtbot, window, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    window.add_paths([str(bad)])
+    item = _wait_result(qtbot, window, str(bad))
+    assert item.error and "broken.jpg" in item.error
+    path, _ = _shape_file(tmp_path, 2)
+    window.add_paths([str(path)])
+    assert _wait_result(qtbot, window, str(path)).result is not None
+
+
+def test_close_during_inference_is_quick(qtbot, window, tmp_path):
+    paths = [str(_shape_file(tmp_path, i % 10, seed=i)[0]) for i in range(12)]
+    window.add_paths(paths)
+    t0 = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - t0 < 2.5
+    assert window.worker.thread.isFinished()
+
+
+def test_screenshot_pixels_show_the_overlay_peak_inside_the_shape(qtbot, window, tmp_path):
+    path, s = _shape_file(tmp_path, 5, size=(640, 360), seed=3)
+    window.add_paths([str(path)])
+    item = _wait_result(qtbot, window, str(path))
+    window.view.set_show_grid(False)
+    window.attention.cmap.setCurrentText("gray")  # brightness = attention
+    window.attention.opacity.setValue(100)
+    qtbot.wait(50)
+    shot = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    w, h = shot.width(), shot.height()
+    arr = np.frombuffer(shot.constBits(), np.uint8, count=shot.sizeInBytes()).reshape(h, shot.bytesPerLine())
+    arr = arr[:, : 3 * w].reshape(h, w, 3).astype(float)
+    assert arr.std() > 10  # not blank
+    dpr = shot.devicePixelRatio()
+    origin = window.view.mapTo(window, QPoint(0, 0))
+    z, off = window.view._transform()
+    ow, oh = item.result.geometry.original_size
+    x0, y0 = (origin.x() + off.x()) * dpr, (origin.y() + off.y()) * dpr
+    x1, y1 = x0 + ow * z * dpr, y0 + oh * z * dpr
+    m = 4  # stay clear of the crop-box outline
+    region = arr[int(y0) + m : int(y1) - m, int(x0) + m : int(x1) - m].mean(axis=2)
+    py, px = np.unravel_index(np.argmax(region), region.shape)
+    ox = (px + int(x0) + m - x0) / (z * dpr)
+    oy = (py + int(y0) + m - y0) / (z * dpr)
+    left, top, right, bottom = s.bbox
+    assert left <= ox <= right and top <= oy <= bottom, ((ox, oy), s.bbox)
+    # The same peak the command line reports.
+    cx, cy = item.result.attention_peak
+    pw, ph = item.result.geometry.patch_size_original
+    assert abs(cx - ox) <= pw and abs(cy - oy) <= ph
+
+
+def test_screenshot_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    path, _ = _shape_file(tmp_path, 5, size=(640, 360), seed=3)
+    out = tmp_path / "shot.png"
+    r = subprocess.run([sys.executable, "-m", "vit_desktop", "--screenshot", str(out), "--model", "demo-shapes", str(path)],
+                       capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with Image.open(out) as im:
+        shot = np.asarray(im.convert("RGB")).astype(int)
+    assert shot.shape[0] >= 500 and shot.shape[1] >= 800 and shot.std() > 10
+    bad = subprocess.run([sys.executable, "-m", "vit_desktop", "--screenshot", str(out), "--model", "nope-model"],
+                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert bad.returncode != 0 and "no model called" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
