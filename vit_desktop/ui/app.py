@@ -75,13 +75,14 @@ def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_m
     def on_drawn() -> None:
         QTimer.singleShot(50, shoot)
 
-    def on_failed(gen: int, what: str, message: str) -> None:
+    def on_failed(what: str, message: str) -> None:
         done(2, message)
 
+    # The window's own signals arrive on the GUI thread; the worker's would not.
     win.overlayDrawn.connect(on_drawn)
-    win.worker.worker.failed.connect(on_failed)
+    win.errorShown.connect(on_failed)
     if not expect_result:
-        win.worker.worker.modelLoaded.connect(lambda *a: QTimer.singleShot(50, shoot))
+        win.modelReady.connect(lambda _id: QTimer.singleShot(50, shoot))
     QTimer.singleShot(timeout_ms, lambda: done(2, "timed out waiting for the result"))
     app.exec()
     return state["rc"] if state["rc"] is not None else 2

@@ -51,6 +51,9 @@ class MainWindow(QMainWindow):
     requestMany = Signal(int, list)
     requestCatalog = Signal()
     overlayDrawn = Signal()
+    # Emitted on the GUI thread (connect plain functions to these, not to the worker's).
+    modelReady = Signal(str)
+    errorShown = Signal(str, str)  # what (model or an image key), message
 
     def __init__(self, settings: Settings, model: str | None = None, device: str | None = None) -> None:
         super().__init__()
@@ -240,6 +243,7 @@ class MainWindow(QMainWindow):
             self.requestCatalog.emit()
         else:
             self.menus.mark_current(model_id)
+        self.modelReady.emit(model_id)
         self.status_model.setText(name)
         self.status_device.setText(device.upper())
         if notice:
@@ -321,6 +325,7 @@ class MainWindow(QMainWindow):
             self._show(item)
 
     def _on_failed(self, gen: int, what: str, message: str) -> None:
+        self.errorShown.emit(what, message)
         if what == "model":
             if gen == self._model_gen:
                 self.status_model.setText("No model")
