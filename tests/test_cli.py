@@ -111,19 +111,20 @@ def test_attention_out_writes_overlays_at_original_resolution(folder, tmp_path):
 
 
 def test_non_utf8_and_long_names(tmp_path):
-    if sys.platform == "win32":
-        pytest.skip("POSIX byte file names")
     d = tmp_path / "odd"
     d.mkdir()
     img = generate(np.random.default_rng(1), label=5).image
-    weird = os.fsencode(d) + b"/caf\xe9.png"
-    with open(weird, "wb") as f:
-        img.save(f, format="PNG")
     img.save(d / ("x" * 200 + ".png"))
+    expected = 1
+    if os.name == "posix":  # byte file names that are not UTF-8 exist only there
+        weird = os.fsencode(d) + b"/caf\xe9.png"
+        with open(weird, "wb") as f:
+            img.save(f, format="PNG")
+        expected = 2
     r = run("classify", str(d), "--format", "json", "--no-attention")
     rows = _json_lines(r.stdout)
     assert r.returncode == 0, r.stderr
-    assert len(rows) == 2 and all("top_k" in x for x in rows)
+    assert len(rows) == expected and all("top_k" in x for x in rows)
 
 
 def test_missing_file_exit_1_and_others_go_on(folder, tmp_path):
