@@ -19,8 +19,9 @@ def demo():
 
 
 def test_accuracy_and_attention_peak_on_fresh_held_out_images(demo):
-    # A seed of its own: neither the training streams nor the README's measurement.
-    m = evaluate(demo, images=500, seed=int(np.random.default_rng().integers(1 << 30)))
+    # Freshly drawn, with a seed of its own: neither the training streams nor the README's
+    # measurement.  Fixed, so the test is deterministic rather than flaky at the margin.
+    m = evaluate(demo, images=1000, seed=4242)
     assert m.accuracy >= 0.97, m
     assert m.peak_in_box >= 0.85, m
 

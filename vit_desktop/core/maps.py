@@ -53,11 +53,13 @@ class MapSpec:
         return f"CLS attention, {layer}, {who}"
 
 
-#: The map the command line reports the peak of, and the app shows first: the last layer's
-#: CLS attention, heads averaged.  On the demo model its peak fell inside the shape more
-#: often than rollout's (95% against 86% on 300 held-out images at 1,000 training steps),
-#: and it needs no queries or keys, so the command line's capture stays tiny.
-DEFAULT_MAP = MapSpec(kind="cls", layer=-1, fusion="mean")
+#: The map the command line reports the peak of, and the app shows first: attention
+#: rollout, heads averaged, the lowest 90% of each layer's attention discarded (the setting
+#: vit-explain made popular).  Measured on the shipped demo model, 500 held-out images:
+#: its peak fell inside the shape 91.8% of the time, against 78% for the last layer's CLS
+#: attention and 82% for rollout without discarding.  (The second-to-last layer's CLS
+#: attention scored 92.4%, but which layer is best depends on the model; rollout does not.)
+DEFAULT_MAP = MapSpec(kind="rollout", fusion="mean", discard_ratio=0.9)
 
 
 def _fuse(a: np.ndarray, fusion: str, axis: int = 0) -> np.ndarray:

@@ -169,9 +169,9 @@ def prepare(
         ox, oy = int(round((rw - in_w) / 2.0)), int(round((rh - in_h) / 2.0))
     resized = image if image.size == (rw, rh) else image.resize((rw, rh), _RESAMPLE[pre.interpolation])
     arr8 = np.asarray(resized)
-    if (ox, oy) == (0, 0) and (rw, rh) == (in_w, in_h):
+    exact_fit = (ox, oy) == (0, 0) and (rw, rh) == (in_w, in_h)
+    if exact_fit:
         canvas = arr8
-        fill_mask = None
     else:
         fill = np.clip(np.round(np.asarray(pre.mean) * 255.0), 0, 255).astype(np.uint8)
         canvas = np.empty((in_h, in_w, 3), np.uint8)
@@ -181,11 +181,10 @@ def prepare(
         sx1, sy1 = min(ox + in_w, rw), min(oy + in_h, rh)
         if sx1 > sx0 and sy1 > sy0:
             canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = arr8[sy0:sy1, sx0:sx1]
-        fill_mask = True
     x = canvas.astype(np.float32) * (1.0 / 255.0)
     x -= np.asarray(pre.mean, np.float32)
     x /= np.asarray(pre.std, np.float32)
-    if fill_mask is not None and pre.mode == "letterbox":
+    if not exact_fit and pre.mode == "letterbox":
         # Pad exactly at the mean (0 after normalisation), not at its 8-bit rounding.
         pad = np.ones((in_h, in_w), bool)
         x0, y0 = -ox, -oy

@@ -141,7 +141,7 @@ def _missing_message(entry: ModelEntry, reason: str) -> str:
     )
 
 
-def _open(url: str, cancel: Cancel | None, redirects: int = 5):
+def _open(url: str, redirects: int = 5):
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise WeightsError(f"unsupported download URL {url!r}")
@@ -163,7 +163,7 @@ def _open(url: str, cancel: Cancel | None, redirects: int = 5):
         conn.close()
         if not location:
             raise WeightsError(f"{url}: redirect without a location")
-        return _open(urllib.parse.urljoin(url, location), cancel, redirects - 1)
+        return _open(urllib.parse.urljoin(url, location), redirects - 1)
     if resp.status != 200:
         conn.close()
         raise WeightsError(f"{url}: the server answered {resp.status} {resp.reason}")
@@ -188,10 +188,8 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
     try:
-        conn, resp = _open(entry.url, cancel)
-    except (socket.gaierror, ConnectionError, TimeoutError, OSError) as exc:
-        if isinstance(exc, WeightsError):
-            raise
+        conn, resp = _open(entry.url)
+    except OSError as exc:  # DNS failure, refused, unreachable, TLS, timeout
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise OfflineError(_missing_message(entry, f"no connection: {reason}")) from None
     except http.client.HTTPException as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from ..core import maps
+
 MAX_RECENT = 10
 
 
@@ -48,9 +50,9 @@ class Settings:
 
     def overlay(self) -> dict:
         return {
-            "kind": self._get("overlay/kind", "cls", str),
-            "fusion": self._get("overlay/fusion", "mean", str),
-            "discard": self._get("overlay/discard", 0.0, float),
+            "kind": self._get("overlay/kind", maps.DEFAULT_MAP.kind, str),
+            "fusion": self._get("overlay/fusion", maps.DEFAULT_MAP.fusion, str),
+            "discard": self._get("overlay/discard", maps.DEFAULT_MAP.discard_ratio, float),
             "opacity": self._get("overlay/opacity", 0.55, float),
             "cmap": self._get("overlay/cmap", "inferno", str),
             "grid": self._get("overlay/grid", "true", str) in ("true", "1", "True"),
