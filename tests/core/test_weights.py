@@ -134,6 +134,21 @@ def test_download_success_reports_progress(server):
     assert not got.downloaded and server.hits == hits
 
 
+def test_stale_partial_from_a_killed_process_is_cleaned(server):
+    import os
+
+    folder = weights.cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / "old.pth.dead.partial"
+    stale.write_bytes(b"half")
+    old = time.time() - 3 * 24 * 3600
+    os.utime(stale, (old, old))
+    fresh = folder / "other.pth.live.partial"  # maybe another process, still downloading
+    fresh.write_bytes(b"half")
+    weights.download(_entry(_url(server, "ok")))
+    assert not stale.exists() and fresh.exists()
+
+
 def test_torchvision_style_hash_prefix_accepted(server):
     entry = _entry(_url(server, "ok"), sha=DIGEST[:8])
     assert weights.download(entry).exists()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -259,14 +259,6 @@ def get(model_id: str) -> ModelEntry:
     raise ModelNotFoundError(f"no model called {model_id!r}; known models: {known}")
 
 
-def is_catalog_id(text: str) -> bool:
-    try:
-        get(text)
-    except ModelNotFoundError:
-        return False
-    return True
-
-
 def with_base_url(entry: ModelEntry, base: str | None) -> ModelEntry:
     """The entry with its download URL moved under ``base`` (mirrors, air-gapped sites)."""
     if not base or not entry.url:
@@ -283,6 +275,3 @@ def group_order(all_entries: Sequence[ModelEntry]) -> list[tuple[str, list[Model
     for e in all_entries:
         order.setdefault(e.group, []).append(e)
     return list(order.items())
-
-
-Filter = Callable[[ModelEntry], bool]

@@ -186,6 +186,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
         raise WeightsError(f"{entry.display_name} has no download URL")
     target = cached_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(target.parent)  # left by a process that was killed mid-download
     partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
     try:
         conn, resp = _open(entry.url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -10,7 +9,6 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
-    QApplication,
     QDockWidget,
     QFileDialog,
     QLabel,
@@ -562,8 +560,4 @@ def _qimage_to_pil(qimg: QImage):
     return Image.fromarray(arr, "RGBA")
 
 
-def app_instance() -> QApplication | None:
-    return QApplication.instance()
-
-
-__all__ = ["MainWindow", "json"]
+__all__ = ["MainWindow"]
