@@ -67,7 +67,7 @@ class MainWindow(QMainWindow):
         self._hover_token: int | None = None
         self.model_id: str | None = None
         self.model_ready = False
-        self._pending: list[tuple[str, object]] = []
+        self._pasted: dict[str, object] = {}  # key → pasted/dropped image data
 
         self.view = ImageView()
         self.setCentralWidget(self.view)
@@ -225,6 +225,7 @@ class MainWindow(QMainWindow):
 
     def load_model(self, model: str) -> None:
         self._model_gen = self._next_gen()
+        self.worker.worker.bump(self._model_gen)  # queued work for the old model is skipped
         self.model_ready = False
         self.status_model.setText(f"Loading {model}…")
         self.requestLoad.emit(self._model_gen, model, self.device)
@@ -246,11 +247,8 @@ class MainWindow(QMainWindow):
         self.status_device.setText(device.upper())
         if notice:
             self.statusBar().showMessage(notice, 8000)
-        for key in list(self.items):  # a new model: classify everything again
+        for key in list(self.items):  # what waited for the model, or a new model: all of it
             self._classify(key, self._source_of(key))
-        pending, self._pending = self._pending, []
-        for key, source in pending:
-            self._classify(key, source)
 
     # -- getting images in ---------------------------------------------------------------
     def _next_gen(self) -> int:
@@ -259,8 +257,6 @@ class MainWindow(QMainWindow):
 
     def _source_of(self, key: str) -> object:
         return key if not key.startswith("pasted:") else self._pasted[key]
-
-    _pasted: dict[str, object] = {}
 
     def add_paths(self, paths: list[str]) -> None:
         files = list(_expand(paths))
@@ -286,15 +282,13 @@ class MainWindow(QMainWindow):
         self._classify(key, source)
 
     def _classify(self, key: str, source: object) -> None:
-        if not self.model_ready:
-            self._pending.append((key, source))
-            return
-        self.requestClassify.emit(self._gen, key, source)
+        if self.model_ready:  # otherwise it runs as soon as the model is loaded
+            self.requestClassify.emit(self._gen, key, source)
 
     # -- results ---------------------------------------------------------------------------
     def _on_result(self, gen: int, key: str, shown) -> None:
         item = self.items.get(key)
-        if item is None:
+        if item is None or gen < self._model_gen:  # from a model that has been replaced
             return
         res = shown.result
         if isinstance(res, ImageFailure):
