@@ -202,3 +202,26 @@ def test_screenshot_command_line(tmp_path):
                          capture_output=True, text=True, timeout=180)  # fmt: skip
     assert bad.returncode != 0 and "no model called" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_export_results_and_overlay_at_full_resolution(qtbot, window, tmp_path):
+    import json
+
+    path, s = _shape_file(tmp_path, 4, size=(500, 300))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    window.add_paths([str(path), str(bad)])
+    _wait_result(qtbot, window, str(path))
+    _wait_result(qtbot, window, str(bad))
+    out = tmp_path / "res.json"
+    window.write_results(str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["path"] for r in rows} == {str(path), str(bad)}
+    good = next(r for r in rows if r["path"] == str(path))
+    assert good["top_k"][0]["label"] == window.items[str(path)].result.top1.label
+    assert "error" in next(r for r in rows if r["path"] == str(bad))
+    window.gallery.setCurrentItem(window.items[str(path)].list_item)
+    img = window.overlay_image()
+    assert img.size == (500, 300)
+    diff = np.abs(np.asarray(img, int) - np.asarray(s.image, int)).mean()
+    assert diff > 5

@@ -22,7 +22,8 @@ from PySide6.QtWidgets import (
 
 from ..core import maps
 from ..core.results import ClassificationResult, ImageFailure
-from . import render
+from . import render, transfer
+from .file_actions import FileActions
 from .image_view import ImageView
 from .panels import AttentionPanel, PredictionsPanel
 from .settings import Settings
@@ -41,7 +42,7 @@ class Item:
     list_item: QListWidgetItem | None = field(default=None, repr=False)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(FileActions, QMainWindow):
     # generation, model, device
     requestLoad = Signal(int, str, str)
     # generation, key, item (path or PIL image)
@@ -259,7 +260,7 @@ class MainWindow(QMainWindow):
         return key if not key.startswith("pasted:") else self._pasted[key]
 
     def add_paths(self, paths: list[str]) -> None:
-        files = list(_expand(paths))
+        files = list(transfer.expand(paths))
         for p in files:
             self.settings.add_recent(p)
         self._fill_recent()
@@ -378,14 +379,8 @@ class MainWindow(QMainWindow):
         if item is None or item.result is None or item.result.attention is None:
             return None
         att = item.result.attention
-        s = self.attention.settings()
+        spec = self.attention.settings().map_spec()
         token = self._hover_token or 0
-        if s.kind == "rollout":
-            spec = maps.MapSpec("rollout", fusion=s.fusion, discard_ratio=s.discard)
-        elif s.kind == "fused":
-            spec = maps.MapSpec("cls", layer=s.layer, fusion=s.fusion)
-        else:
-            spec = maps.MapSpec("cls", layer=s.layer, head=s.head)
         return maps.compute(att, spec, token)
 
     def redraw(self) -> None:
@@ -421,49 +416,21 @@ class MainWindow(QMainWindow):
             self._hover_token = None
             self.redraw()
 
-    # -- file actions ----------------------------------------------------------------------
-    def open_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(
-            self,
-            "Open images",
-            "",
-            "Images (*.jpg *.jpeg *.png *.webp *.gif *.bmp *.tif *.tiff *.avif);;All files (*)",
-        )
-        if paths:
-            self.add_paths(paths)
-
-    def open_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open folder")
-        if folder:
-            self.add_paths([folder])
-
+    # -- drops and paste -------------------------------------------------------------------
     def paste(self) -> None:
         md = QGuiApplication.clipboard().mimeData()
         self._accept_mime(md)
 
     def _accept_mime(self, md) -> bool:
-        if md is None:
-            return False
-        if md.hasUrls():
-            local = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
-            if local:
-                self.add_paths(local)
-                return True
-        if md.hasImage():
-            qimg = md.imageData()
-            if isinstance(qimg, QImage) and not qimg.isNull():
-                self.add_image_data(_qimage_to_pil(qimg))
-                return True
-        if md.hasText():
-            text = md.text().strip()
-            if os.path.exists(text):
-                self.add_paths([text])
-                return True
-        return False
+        paths, images = transfer.mime_payload(md)
+        if paths:
+            self.add_paths(paths)
+        for img in images:
+            self.add_image_data(img)
+        return bool(paths or images)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
-        md = event.mimeData()
-        if (md.hasUrls() and any(u.isLocalFile() for u in md.urls())) or md.hasImage():
+        if transfer.can_accept(event.mimeData()):
             self.statusBar().showMessage("Drop to classify", 2000)
             event.acceptProposedAction()
         else:
@@ -476,82 +443,9 @@ class MainWindow(QMainWindow):
         else:
             event.ignore()
 
-    def export_results(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export results", "results.json", "JSON lines (*.json);;CSV (*.csv)"
-        )
-        if path:
-            self.write_results(path)
-
-    def write_results(self, path: str) -> None:
-        from ..cli import Writer
-
-        fmt = "csv" if path.lower().endswith(".csv") else "json"
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            w = Writer(fmt, f)
-            for item in self.items.values():
-                if item.result is not None:
-                    w.write(item.result.to_dict())
-                elif item.error:
-                    w.write({"path": item.key, "error": item.error})
-
-    def overlay_image(self):
-        """The current overlay over the image at the image's own resolution (PIL)."""
-        from ..core.images import load_image, to_rgb
-        from ..core.overlay import blend
-
-        item = self.items.get(self.current or "")
-        grid = self.current_map()
-        if item is None or grid is None:
-            return None
-        src = self._source_of(item.key)
-        base = load_image(src).image if isinstance(src, str) else to_rgb(src)
-        s = self.attention.settings()
-        return blend(base, grid, item.result.geometry, s.cmap, s.opacity)
-
-    def save_overlay(self) -> None:
-        img = self.overlay_image()
-        if img is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save overlay", "overlay.png", "PNG (*.png)")
-        if path:
-            img.save(path)
-
-    def copy_overlay(self) -> None:
-        img = self.overlay_image()
-        if img is not None:
-            QGuiApplication.clipboard().setImage(render.rgb_to_qimage(np.asarray(img)))
-
-    def about(self) -> None:
-        import PySide6
-
-        from .. import __version__
-
-        QMessageBox.about(self, "About ViT Desktop",
-                          f"ViT Desktop {__version__}\nQt {PySide6.__version__}\nModel: {self.model_id}")  # fmt: skip
-
     # -- closing ---------------------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
         self.worker.stop(2000)
         super().closeEvent(event)
-
-
-def _expand(paths: list[str]):
-    from ..cli import iter_image_paths
-
-    yield from iter_image_paths(paths, recursive=True)
-
-
-def _qimage_to_pil(qimg: QImage):
-    from PIL import Image
-
-    img = qimg.convertToFormat(QImage.Format.Format_RGBA8888)
-    w, h = img.width(), img.height()
-    buf = np.frombuffer(img.constBits(), np.uint8, count=img.sizeInBytes()).reshape(h, img.bytesPerLine())
-    arr = buf[:, : w * 4].reshape(h, w, 4).copy()
-    return Image.fromarray(arr, "RGBA")
-
-
-__all__ = ["MainWindow"]

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core import maps
 from ..core.overlay import COLORMAPS
 from ..core.results import ClassificationResult
 
@@ -94,6 +95,13 @@ class ViewSettings:
     discard: float = 0.0
     opacity: float = 0.55
     cmap: str = "inferno"
+
+    def map_spec(self) -> maps.MapSpec:
+        if self.kind == "rollout":
+            return maps.MapSpec("rollout", fusion=self.fusion, discard_ratio=self.discard)
+        if self.kind == "fused":
+            return maps.MapSpec("cls", layer=self.layer, fusion=self.fusion)
+        return maps.MapSpec("cls", layer=self.layer, head=self.head)
 
 
 class AttentionPanel(QWidget):
