@@ -205,3 +205,18 @@ def test_default_model_prefers_cached_vit_b16(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")
     assert default_model_id() == "vit-b-16"
+
+
+def test_undecodable_name_that_fails_is_reported_not_fatal(tmp_path):
+    if os.name != "posix":
+        return  # byte file names that are not UTF-8 exist only on POSIX
+    d = tmp_path / "bad"
+    d.mkdir()
+    with open(os.fsencode(d) + b"/bro\xefken.jpg", "wb") as f:
+        f.write(b"not a jpeg")
+    generate(np.random.default_rng(3), label=1).image.save(d / "ok.png")
+    out = tmp_path / "o.csv"
+    r = run("classify", str(d), "--format", "csv", "--output", str(out), "--no-attention")
+    assert r.returncode == 1, r.stderr
+    text = out.read_text(encoding="utf-8")
+    assert "ok.png" in text and "bro\\udcefken.jpg" in text

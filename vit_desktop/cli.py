@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -200,17 +201,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
     else:
         attention = "peak"
     paths = list(iter_image_paths(args.paths, args.recursive))
-    stream = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    stream = (
+        open(args.output, "w", encoding="utf-8", newline="", errors="backslashreplace")  # noqa: SIM115
+        if args.output
+        else sys.stdout
+    )
     failed = 0
     try:
         writer = Writer(fmt, stream)
         for i, res in enumerate(clf.iter_classify(paths, args.batch_size, args.top_k, attention), 1):
             obj = res.to_dict()
             obj["path"] = _display_path(obj["path"])
+            if "error" in obj:
+                obj["error"] = _display_path(obj["error"])
             if isinstance(res, ClassificationResult) and out_dir and res.attention is not None:
                 err = _write_overlay(res, out_dir)
                 if err:
-                    obj = {"path": obj["path"], "error": err}
+                    obj = {"path": obj["path"], "error": _display_path(err)}
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:
@@ -249,6 +256,8 @@ def _write_overlay(res, out_dir: Path) -> str | None:
         img.save(target)
     except ImageLoadError as exc:
         return exc.one_line()
+    except MemoryError:
+        return "not enough memory to draw the overlay at this image's resolution"
     except OSError as exc:
         return f"could not write the overlay: {exc.strerror or exc}"
     return None
@@ -325,7 +334,8 @@ def run_cli(argv: Sequence[str]) -> int:
         return 130
     except Exception as exc:  # a bug: one line here, the traceback in the log
         path = log_exception("unexpected error")
-        print(f"vit-desktop: unexpected error: {type(exc).__name__}: {exc} (details in {path})",
+        reason = " ".join(str(exc).split())
+        print(f"vit-desktop: unexpected error: {type(exc).__name__}: {reason} (details in {path})",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
 
@@ -333,6 +343,9 @@ def run_cli(argv: Sequence[str]) -> int:
 def main(argv: Iterable[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
+    # People get one clear line per problem; library warnings (Pillow on odd files, torch
+    # notes) go to the log, not to the terminal.
+    logging.captureWarnings(True)
     if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
         return run_cli(argv)
     # No command: the window, with any image paths opened in it ("Open with").

@@ -45,6 +45,10 @@ def setup_logging(level: int = logging.INFO) -> Path | None:
         _configured = None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
+    # Python warnings, once captured (logging.captureWarnings), land in the same file.
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    warnings_logger.propagate = False
     return _configured
 
 

@@ -230,3 +230,22 @@ def test_non_square_position_table(tmp_path):
     torch.save(sd, tmp_path / "p.pth")
     with pytest.raises(CheckpointError, match="square"):
         load_checkpoint(tmp_path / "p.pth")
+
+
+@pytest.mark.parametrize("config,match", [
+    ({"preprocessing": {"input_size": 128}}, "asks for 128×128"),
+    ([1, 2, 3], "JSON object"),
+    ({"num_heads": "x"}, "whole number"),
+])  # fmt: skip
+def test_bad_sidecar_config_is_a_checkpoint_error(tmp_path, config, match):
+    torch.save(_tv(hidden_dim=192, num_heads=3).state_dict(), tmp_path / "c.pth")
+    (tmp_path / "c.config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=match):
+        load_checkpoint(tmp_path / "c.pth")
+
+
+def test_no_encoder_layers(tmp_path):
+    sd = {k: v for k, v in _tv(hidden_dim=192, num_heads=3).state_dict().items() if "encoder_layer" not in k}
+    torch.save(sd, tmp_path / "empty.pth")
+    with pytest.raises(CheckpointError, match="encoder"):
+        load_checkpoint(tmp_path / "empty.pth")

@@ -100,3 +100,25 @@ def test_to_tensor_is_float32_chw():
     arr, _ = prepare(_noise(50, 70), DEMO_PRE)
     t = torch.from_numpy(arr)
     assert t.dtype == torch.float32 and t.is_contiguous()
+
+
+def test_overlay_bands_match_and_peak_lands_on_its_patch():
+    from vit_desktop.core.overlay import blend, map_to_image
+
+    pre = catalog.get("vit-b-16").preprocessing
+    _, g = prepare(_noise(1800, 1200), pre)
+    grid = np.zeros(g.patch_grid, np.float32)
+    grid[3, 9] = 1.0
+    full = map_to_image(grid, g)
+    bands = np.concatenate(
+        [map_to_image(grid, g, rows=slice(t, min(1200, t + 100))) for t in range(0, 1200, 100)]
+    )
+    np.testing.assert_array_equal(np.isnan(full), np.isnan(bands))
+    np.testing.assert_allclose(np.nan_to_num(full), np.nan_to_num(bands))
+    y, x = np.unravel_index(np.nanargmax(full), full.shape)
+    x0, y0, x1, y1 = g.patch_box(3, 9)
+    assert x0 <= x <= x1 and y0 <= y <= y1
+    img = blend(Image.new("RGB", (1800, 1200), (0, 0, 0)), grid, g, cmap="gray", opacity=1.0, band=128)
+    arr = np.asarray(img)
+    assert arr[int(y), int(x)].max() == 255
+    assert arr[5, 5].max() == 0  # cropped away and dimmed

@@ -329,3 +329,14 @@ def test_download_command_line(server, capsys):
         assert "already cached" in capsys.readouterr().out
     finally:
         catalog.unregister("test-model")
+
+
+def test_entry_without_a_hash_is_not_downloaded(server):
+    with pytest.raises(WeightsError, match="no published hash"):
+        weights.download(_entry(_url(server, "ok"), sha=None))
+    assert _no_partials()
+
+
+def test_malformed_url_is_a_weights_error():
+    with pytest.raises(WeightsError, match="bad download URL"):
+        weights.download(_entry("http://127.0.0.1:99999999/x/test-weights-0000.pth"))

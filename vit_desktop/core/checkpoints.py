@@ -168,13 +168,13 @@ def _config_overrides(path: Path, meta: dict[str, str]) -> dict:
     cfg: dict = {}
     if "config" in meta:
         try:
-            cfg.update(json.loads(meta["config"]))
+            cfg.update(_json_object(meta["config"]))
         except ValueError:
             raise CheckpointError(f"{path.name}: its metadata holds a broken config") from None
     side = _sidecar(path, ".config.json")
     if side is not None:
         try:
-            cfg.update(json.loads(side.read_text(encoding="utf-8")))
+            cfg.update(_json_object(side.read_text(encoding="utf-8")))
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{side.name} could not be read: {_brief(exc)}") from None
     if "preprocessing" in meta and "preprocessing" not in cfg:
@@ -185,8 +185,20 @@ def _config_overrides(path: Path, meta: dict[str, str]) -> dict:
     return cfg
 
 
+def _json_object(text: str) -> dict:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object of settings")
+    return data
+
+
 def _heads(width: int, cfg: dict, name: str) -> int:
-    heads = int(cfg.get("num_heads") or _STANDARD_HEADS.get(width) or max(1, width // 64))
+    try:
+        heads = int(cfg.get("num_heads") or _STANDARD_HEADS.get(width) or max(1, width // 64))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{name}: num_heads must be a whole number") from None
+    if heads < 1:
+        raise CheckpointError(f"{name}: num_heads must be at least 1")
     if width % heads:
         raise CheckpointError(f"{name}: width {width} is not divisible by {heads} attention heads")
     return heads
@@ -250,7 +262,9 @@ def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> t
 
     w = state["conv_proj.weight"]
     width, patch = int(w.shape[0]), int(w.shape[-1])
-    depth = 1 + max(int(m.group(1)) for k in state if (m := _TV_LAYER.match(k)))
+    depth = 1 + max((int(m.group(1)) for k in state if (m := _TV_LAYER.match(k))), default=-1)
+    if depth == 0:
+        raise CheckpointError(f"{name}: has no encoder.layers.encoder_layer_N blocks")
     mlp_key = "encoder.layers.encoder_layer_0.mlp.0.weight"
     if mlp_key not in state:
         mlp_key = "encoder.layers.encoder_layer_0.mlp.linear_1.weight"
@@ -360,10 +374,14 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
     state = strip_prefixes(state)
     cfg = _config_overrides(p, meta)
     family = family_of(state)
-    if family == "torchvision":
-        model, image_size, patch = build_torchvision(state, cfg, name)
-    elif family == "minivit":
-        model, image_size, patch = build_minivit(state, cfg, name)
+    builders = {"torchvision": build_torchvision, "minivit": build_minivit}
+    if family in builders:
+        try:
+            model, image_size, patch = builders[family](state, cfg, name)
+        except CheckpointError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(f"{name}: could not build the model ({_brief(exc)})") from None
     else:
         found = ", ".join(sorted(state)[:5]) + (" …" if len(state) > 5 else "")
         raise CheckpointError(
@@ -377,6 +395,12 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
         pre = _preprocessing(cfg, image_size, patch)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{name}: bad preprocessing settings ({_brief(exc)})") from None
+    if pre.input_size != (image_size, image_size) or pre.patch_size != patch:
+        h, w = pre.input_size
+        raise CheckpointError(
+            f"{name}: its preprocessing asks for {w}×{h} px in {pre.patch_size}-px patches, but the "
+            f"weights are for {image_size}×{image_size} px in {patch}-px patches"
+        )
     model.eval()
     return BuiltModel(model, family, pre, labels, display_name or p.stem, warns)
 

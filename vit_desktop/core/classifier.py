@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,14 @@ from . import catalog, maps, weights
 from .capture import AttentionCapture
 from .checkpoints import BuiltModel, load_checkpoint
 from .devices import free_device_memory, is_out_of_memory, resolve_device
-from .errors import CheckpointError, DeviceError, ImageLoadError, VitDesktopError, WeightsError
+from .errors import (
+    CheckpointError,
+    CorruptCacheError,
+    DeviceError,
+    ImageLoadError,
+    VitDesktopError,
+    WeightsError,
+)
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from .preprocess import Geometry, Preprocessing, prepare
 from .results import AttentionResult, ClassificationResult, ImageFailure, Prediction
@@ -271,13 +279,14 @@ def _load_catalog_model(entry: catalog.ModelEntry, pretrained: bool, progress, c
     fetched = weights.ensure(entry, progress, cancel, allow_download=allow_download)
     try:
         state = torch.load(str(fetched.path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except MemoryError:
+        raise WeightsError(f"not enough memory to load {entry.display_name}") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError) as exc:
+        # It passed its hash yet will not load safely: corrupt or not plain tensors.
         try:
             fetched.path.unlink()
         except OSError:
             pass
-        from .errors import CorruptCacheError
-
         raise CorruptCacheError(
             f"the cached weights {fetched.path} could not be loaded safely ({type(exc).__name__}) "
             "and have been removed; download them again"

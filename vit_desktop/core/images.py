@@ -151,7 +151,9 @@ def load_image(
     _ensure_pillow_limit(max_pixels)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Our own pixel cap replaces Pillow's bomb warning; its notes on odd files are
+            # not for the person (a failure is reported as ImageLoadError below).
+            warnings.simplefilter("ignore")
             with Image.open(src) as im:
                 w, h = im.size
                 if w <= 0 or h <= 0:
@@ -177,7 +179,7 @@ def load_image(
                     try:
                         im = ImageOps.exif_transpose(im)
                     except Exception:
-                        pass  # keep the pixels as stored rather than lose the image
+                        original = (w, h)  # keep the pixels as stored rather than lose the image
                 rgb = to_rgb(im)
                 if rgb is im:
                     rgb = im.copy()

@@ -49,58 +49,61 @@ def colorize(values: np.ndarray, cmap: str = "inferno") -> np.ndarray:
     return lut(cmap)[idx]
 
 
+def _axis(n_out: int, n_orig: int, scale: float, offset: int, patch: int, cells: int, smooth: bool):
+    """Per output pixel along one axis: (lower cell, upper cell, weight of upper, inside)."""
+    centres = (np.arange(n_out, dtype=np.float32) + 0.5) * np.float32(n_orig / n_out)
+    pos = (centres * np.float32(scale) - np.float32(offset)) / np.float32(patch)
+    inside = (pos >= 0) & (pos < cells)
+    if smooth:
+        f = np.clip(pos - 0.5, 0, cells - 1)
+        lo = np.floor(f).astype(np.intp)
+        return lo, np.minimum(lo + 1, cells - 1), (f - lo).astype(np.float32), inside
+    lo = np.clip(np.floor(pos).astype(np.intp), 0, cells - 1)
+    return lo, lo, np.zeros(n_out, np.float32), inside
+
+
 def map_to_image(grid_map: np.ndarray, geom: Geometry, size: tuple[int, int] | None = None,
-                 smooth: bool = True) -> np.ndarray:  # fmt: skip
+                 smooth: bool = True, rows: slice | None = None) -> np.ndarray:  # fmt: skip
     """Resample a (rows, cols) map to (height, width) original pixels through ``geom``.
 
     ``size`` is the (width, height) of the target raster (defaults to the original size;
-    a smaller raster for a display stays in proportion).  Pixels outside the crop box get
-    NaN (the model did not see them)."""
+    a smaller raster for a display stays in proportion); ``rows`` picks a band of it.
+    Pixels outside the crop box get NaN (the model did not see them).  Bilinear and
+    separable, in float32: a band costs only its own pixels."""
     ow, oh = geom.original_size
     w, h = size or (ow, oh)
-    rows, cols = grid_map.shape
-    # Original-pixel centres of the target raster → model-input coordinates → patch units.
-    xs = (np.arange(w) + 0.5) * (ow / w)
-    ys = (np.arange(h) + 0.5) * (oh / h)
-    ix = (xs * geom.scale[0] - geom.offset[0]) / geom.patch_size
-    iy = (ys * geom.scale[1] - geom.offset[1]) / geom.patch_size
-    inside_x = (ix >= 0) & (ix < cols)
-    inside_y = (iy >= 0) & (iy < rows)
+    n_rows, n_cols = grid_map.shape
+    x0, x1, wx, in_x = _axis(w, ow, geom.scale[0], geom.offset[0], geom.patch_size, n_cols, smooth)
+    y0, y1, wy, in_y = _axis(h, oh, geom.scale[1], geom.offset[1], geom.patch_size, n_rows, smooth)
+    if rows is not None:
+        y0, y1, wy, in_y = y0[rows], y1[rows], wy[rows], in_y[rows]
     g = grid_map.astype(np.float32)
-    if smooth:
-        fx = np.clip(ix - 0.5, 0, cols - 1)
-        fy = np.clip(iy - 0.5, 0, rows - 1)
-        x0 = np.floor(fx).astype(int)
-        y0 = np.floor(fy).astype(int)
-        x1 = np.minimum(x0 + 1, cols - 1)
-        y1 = np.minimum(y0 + 1, rows - 1)
-        wx = (fx - x0)[None, :]
-        wy = (fy - y0)[:, None]
-        top = g[y0][:, x0] * (1 - wx) + g[y0][:, x1] * wx
-        bot = g[y1][:, x0] * (1 - wx) + g[y1][:, x1] * wx
-        out = top * (1 - wy) + bot * wy
-    else:
-        cx = np.clip(np.floor(ix).astype(int), 0, cols - 1)
-        cy = np.clip(np.floor(iy).astype(int), 0, rows - 1)
-        out = g[cy][:, cx]
-    out = out.astype(np.float32)
-    out[~inside_y, :] = np.nan
-    out[:, ~inside_x] = np.nan
+    across = g[:, x0] * (1 - wx) + g[:, x1] * wx  # (grid rows, w): interpolate along x first
+    out = across[y0] * (1 - wy)[:, None]
+    out += across[y1] * wy[:, None]
+    out[~in_y, :] = np.nan
+    out[:, ~in_x] = np.nan
     return out
 
 
 def blend(image: Image.Image, grid_map: np.ndarray, geom: Geometry, cmap: str = "inferno",
-          opacity: float = 0.55, dim_unseen: float = 0.5) -> Image.Image:  # fmt: skip
-    """The heat map over ``image`` at the image's own resolution (for saving)."""
+          opacity: float = 0.55, dim_unseen: float = 0.5, band: int = 256) -> Image.Image:  # fmt: skip
+    """The heat map over ``image`` at the image's own resolution (for saving).
+
+    Drawn in bands of ``band`` rows so a 24 MP photo needs tens of MB, not gigabytes."""
     from .maps import normalise
 
-    base = np.asarray(image.convert("RGB"), np.float32)
+    base = np.asarray(image.convert("RGB"))
     h, w = base.shape[:2]
-    m = map_to_image(normalise(grid_map), geom, (w, h))
-    seen = ~np.isnan(m)
-    colours = colorize(np.nan_to_num(m), cmap).astype(np.float32)
-    out = base.copy()
-    a = float(np.clip(opacity, 0, 1))
-    out[seen] = base[seen] * (1 - a) + colours[seen] * a
-    out[~seen] = base[~seen] * (1 - dim_unseen)
-    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
+    norm = normalise(grid_map)
+    a = np.float32(np.clip(opacity, 0, 1))
+    out = np.empty_like(base)
+    for top in range(0, h, band):
+        rows = slice(top, min(h, top + band))
+        m = map_to_image(norm, geom, (w, h), rows=rows)
+        seen = ~np.isnan(m)
+        src = base[rows].astype(np.float32)
+        colours = colorize(np.nan_to_num(m), cmap).astype(np.float32)
+        mixed = np.where(seen[..., None], src * (1 - a) + colours * a, src * np.float32(1 - dim_unseen))
+        out[rows] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "RGB")

@@ -156,14 +156,21 @@ def _open(url: str, redirects: int = 5):
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-    resp = conn.getresponse()
+    try:
+        conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        resp = conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
     if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
         location = resp.getheader("Location")
         conn.close()
         if not location:
             raise WeightsError(f"{url}: redirect without a location")
-        return _open(urllib.parse.urljoin(url, location), redirects - 1)
+        target = urllib.parse.urljoin(url, location)
+        if parts.scheme == "https" and urllib.parse.urlsplit(target).scheme != "https":
+            raise WeightsError(f"{url}: refused a redirect from https to {target}")
+        return _open(target, redirects - 1)
     if resp.status != 200:
         conn.close()
         raise WeightsError(f"{url}: the server answered {resp.status} {resp.reason}")
@@ -184,12 +191,18 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
     entry = with_base_url(entry, weights_base_url())
     if not entry.url:
         raise WeightsError(f"{entry.display_name} has no download URL")
+    if not entry.sha256:
+        raise WeightsError(
+            f"{entry.display_name} has no published hash; unverified weights are not downloaded"
+        )
     target = cached_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target.parent)  # left by a process that was killed mid-download
     partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
     try:
         conn, resp = _open(entry.url)
+    except ValueError as exc:  # a malformed URL (bad port, bad host name)
+        raise WeightsError(f"{entry.display_name}: bad download URL {entry.url!r} ({exc})") from None
     except OSError as exc:  # DNS failure, refused, unreachable, TLS, timeout
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise OfflineError(_missing_message(entry, f"no connection: {reason}")) from None
