@@ -188,8 +188,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     model = args.model or default_model_id()
     clf = load_classifier(model, device=args.device, allow_download=not args.offline,
                           progress=_download_progress())  # fmt: skip
-    for note in clf.notices:
-        print(f"vit-desktop: {note}", file=sys.stderr)
+    told = _tell(clf.notices, 0)
     fmt = args.format or ("table" if sys.stdout and sys.stdout.isatty() and not args.output else "json")
     out_dir = Path(args.attention_out) if args.attention_out else None
     if out_dir:
@@ -221,11 +220,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:
-                    print(f"vit-desktop: {obj['path']}: {obj['error']}", file=sys.stderr)
+                    print(f"vit-desktop: {_with_path(obj['path'], obj['error'])}", file=sys.stderr)
             writer.write(obj)
             _progress(i, len(paths), "classified")
-        for note in clf.notices:
-            print(f"vit-desktop: {note}", file=sys.stderr)
+            told = _tell(clf.notices, told)  # e.g. a GPU that ran out of memory
     finally:
         if stream is not sys.stdout:
             stream.close()
@@ -235,6 +233,20 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print("vit-desktop: no images found", file=sys.stderr)
         return EXIT_SOME_FAILED
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _tell(notices: list[str], already: int) -> int:
+    for note in notices[already:]:
+        print(f"vit-desktop: {note}", file=sys.stderr)
+    return len(notices)
+
+
+def _with_path(path: str, error: str) -> str:
+    """``path: reason`` without repeating the file name the error already starts with."""
+    name = os.path.basename(path)
+    if name and error.startswith(name + ": "):
+        error = error[len(name) + 2 :]
+    return f"{path}: {error}"
 
 
 def _write_overlay(res, out_dir: Path) -> str | None:
