@@ -46,12 +46,40 @@ def run_app(argv: list[str]) -> int:
 
         qs = QSettings(os.path.join(tempfile.mkdtemp(), "screenshot.ini"), QSettings.Format.IniFormat)
     win = MainWindow(Settings(qs), model=args.model, device=args.device)
+    _trace_events(win)
     win.show()
     if args.images:
         win.add_paths(args.images)
     if args.screenshot:
         return _screenshot(app, win, args.screenshot, expect_result=bool(args.images))
     return app.exec()
+
+
+def _trace_events(win) -> None:
+    """With ``VIT_DESKTOP_TRACE=FILE``, append ``EVENT WALLCLOCK`` lines for start-up timing:
+    ``window_shown`` (with whether torch was imported yet), ``model_ready`` and
+    ``first_prediction_drawn``.  Used by the benchmarks; off otherwise."""
+    path = os.environ.get("VIT_DESKTOP_TRACE")
+    if not path:
+        return
+    import time
+
+    seen: set[str] = set()
+
+    def mark(event: str, extra: str = "") -> None:
+        if event in seen:
+            return
+        seen.add(event)
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"{event} {time.time():.6f}{extra}\n")
+        except OSError:
+            log.warning("could not write the trace file %s", path)
+
+    # A zero timer fires once the event loop has processed the show (the window is mapped).
+    QTimer.singleShot(0, lambda: mark("window_shown", f" torch_imported={'torch' in sys.modules}"))
+    win.modelReady.connect(lambda _id: mark("model_ready"))
+    win.overlayDrawn.connect(lambda: mark("first_prediction_drawn"))
 
 
 def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_ms: int = 120_000) -> int:
