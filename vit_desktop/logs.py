@@ -25,6 +25,20 @@ def log_dir() -> Path:
     return Path(state) / "vit-desktop" / "log"
 
 
+def ensure_std_streams() -> None:
+    """A windowed process (``pythonw``, the ``vit-desktop-gui`` launcher on Windows, a frozen
+    windowed build) has ``sys.stdout``/``sys.stderr`` set to None.  Point them at the null
+    device so that nothing that writes there (print, progress, a library's warning, the
+    interpreter's last-resort traceback) fails; what matters goes to the log file."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+
+
+def log_file() -> Path:
+    return log_dir() / "vit-desktop.log"
+
+
 def setup_logging(level: int = logging.INFO) -> Path | None:
     """Send the app's log records to ``vit-desktop.log`` (1 MB × 3, rotated)."""
     global _configured
@@ -37,9 +51,9 @@ def setup_logging(level: int = logging.INFO) -> Path | None:
         folder = log_dir()
         folder.mkdir(parents=True, exist_ok=True)
         handler: logging.Handler = logging.handlers.RotatingFileHandler(
-            folder / "vit-desktop.log", maxBytes=1 << 20, backupCount=3, encoding="utf-8"
+            log_file(), maxBytes=1 << 20, backupCount=3, encoding="utf-8"
         )
-        _configured = folder / "vit-desktop.log"
+        _configured = log_file()
     except OSError:
         handler = logging.NullHandler()
         _configured = None

@@ -7,6 +7,7 @@ import os
 import sys
 
 from PySide6.QtCore import QCoreApplication, QSettings, QTimer
+from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
 from ..logs import get_logger
@@ -28,6 +29,10 @@ def make_app(argv: list[str]) -> QApplication:
     app = QApplication.instance() or QApplication([sys.argv[0], *argv])
     QCoreApplication.setOrganizationName("ViT Desktop")
     QCoreApplication.setApplicationName("ViT Desktop")
+    from .app_icon import APP_ID, app_icon
+
+    app.setWindowIcon(app_icon())
+    QGuiApplication.setDesktopFileName(APP_ID)  # Wayland/X11: ties windows to the .desktop file
     return app
 
 
@@ -37,6 +42,14 @@ def run_app(argv: list[str]) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         os.environ["VIT_DESKTOP_NO_DIALOGS"] = "1"
     app = make_app([])
+    instance, single = None, not (args.screenshot or args.settings)
+    if single:  # "Open with" while a window is open: hand the images to it
+        from . import single_instance
+
+        if single_instance.enabled():
+            instance = single_instance.claim(args.images, forward=not (args.model or args.device))
+            if instance is None:
+                return 0
     from .main_window import MainWindow
     from .settings import Settings
 
@@ -47,6 +60,8 @@ def run_app(argv: list[str]) -> int:
         qs = QSettings(os.path.join(tempfile.mkdtemp(), "screenshot.ini"), QSettings.Format.IniFormat)
     win = MainWindow(Settings(qs), model=args.model, device=args.device)
     _trace_events(win)
+    if single:
+        single_instance.connect_window(win, instance)
     win.show()
     if args.images:
         win.add_paths(args.images)
