@@ -67,6 +67,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{name}: not a valid safetensors file ({_brief(exc)})") from None
+        except MemoryError:
+            raise CheckpointError(f"{name}: not enough memory to read this checkpoint") from None
         return state, meta
     try:
         with warnings.catch_warnings():
@@ -82,6 +84,8 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{name}: not a readable PyTorch checkpoint ({_brief(exc)})") from None
+    except MemoryError:
+        raise CheckpointError(f"{name}: not enough memory to read this checkpoint") from None
     return _unwrap(obj, name), {}
 
 
@@ -146,7 +150,7 @@ def read_labels(
         elif js is not None:
             data = json.loads(js.read_text(encoding="utf-8"))
             if isinstance(data, dict):
-                data = [data[k] for k in sorted(data, key=lambda s: int(s))]
+                data = _labels_from_index(data)
             if not isinstance(data, list):
                 raise ValueError("expected a list of labels or an index → label object")
             labels, source = [str(x) for x in data], js.name
@@ -162,6 +166,19 @@ def read_labels(
             "fix the labels file so each line names one class, in order"
         )
     return tuple(labels), ()
+
+
+def _labels_from_index(data: dict) -> list:
+    """An ``{"0": "cat", "1": "dog"}`` object as a list; the indices must be 0…n-1 exactly,
+    or the names would silently land on the wrong classes."""
+    try:
+        index = {int(k): v for k, v in data.items()}
+    except (TypeError, ValueError):
+        raise ValueError("the keys of a labels object must be class numbers") from None
+    missing = sorted(set(range(len(index))) - set(index))
+    if missing:
+        raise ValueError(f"class numbers must run from 0 to {len(index) - 1}; {missing[0]} is missing")
+    return [index[i] for i in range(len(index))]
 
 
 def _config_overrides(path: Path, meta: dict[str, str]) -> dict:
@@ -205,10 +222,26 @@ def _heads(width: int, cfg: dict, name: str) -> int:
 
 
 def _grid_from_tokens(n_tokens: int, name: str) -> int:
+    if n_tokens < 1:
+        raise CheckpointError(f"{name}: its position embeddings hold no patch positions")
     grid = math.isqrt(n_tokens)
     if grid * grid != n_tokens:
         raise CheckpointError(f"{name}: {n_tokens} position embeddings do not form a square patch grid")
     return grid
+
+
+def _positive(name: str, **dims: int) -> None:
+    """Refuse a file whose tensor shapes give a zero-sized model (no classes, no width…)."""
+    bad = [f"{k.replace('_', ' ')} {v}" for k, v in dims.items() if v < 1]
+    if bad:
+        raise CheckpointError(f"{name}: its tensor shapes give an empty model ({', '.join(bad)})")
+
+
+def _ndim(state: dict[str, torch.Tensor], key: str, ndim: int, name: str) -> torch.Tensor:
+    t = state[key]
+    if t.ndim != ndim:
+        raise CheckpointError(f"{name}: {key} has {t.ndim} dimensions, expected {ndim}")
+    return t
 
 
 def _preprocessing(cfg: dict, image_size: int, patch: int) -> Preprocessing:
@@ -260,8 +293,9 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], name: str) -
 def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple[nn.Module, int, int]:
     from torchvision.models.vision_transformer import VisionTransformer
 
-    w = state["conv_proj.weight"]
+    w = _ndim(state, "conv_proj.weight", 4, name)
     width, patch = int(w.shape[0]), int(w.shape[-1])
+    _positive(name, width=width, patch_size=patch)
     depth = 1 + max((int(m.group(1)) for k in state if (m := _TV_LAYER.match(k))), default=-1)
     if depth == 0:
         raise CheckpointError(f"{name}: has no encoder.layers.encoder_layer_N blocks")
@@ -274,12 +308,15 @@ def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> t
     pos = state.get("encoder.pos_embedding")
     if pos is None:
         raise CheckpointError(f"{name}: missing encoder.pos_embedding")
+    pos = _ndim(state, "encoder.pos_embedding", 3, name)
     grid = _grid_from_tokens(int(pos.shape[1]) - 1, name)
     image_size = grid * patch
     head = state.get("heads.head.weight")
     if head is None:
         raise CheckpointError(f"{name}: missing heads.head.weight (the classification head)")
     rep = state.get("heads.pre_logits.weight")
+    _positive(name, classes=int(head.shape[0]), mlp_width=mlp_dim,
+              representation_size=int(rep.shape[0]) if rep is not None else 1)  # fmt: skip
     model = VisionTransformer(
         image_size=image_size,
         patch_size=patch,
@@ -306,8 +343,9 @@ def build_torchvision(state: dict[str, torch.Tensor], cfg: dict, name: str) -> t
 
 
 def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple[nn.Module, int, int]:
-    proj = state["patch_embed.proj.weight"]
+    proj = _ndim(state, "patch_embed.proj.weight", 4, name)
     width, k = int(proj.shape[0]), int(proj.shape[-1])
+    _positive(name, width=width, patch_size=k)
     stem_idx = sorted(
         int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)) and state[key].ndim == 4
     )
@@ -321,6 +359,7 @@ def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple
     pos = state.get("pos_embed")
     if pos is None or "cls_token" not in state:
         raise CheckpointError(f"{name}: missing cls_token or pos_embed")
+    pos = _ndim(state, "pos_embed", 3, name)
     grid = _grid_from_tokens(int(pos.shape[1]) - 1, name)
     layers = [int(m.group(1)) for key in state if (m := _MINI_LAYER.match(key))]
     if not layers:
@@ -331,6 +370,7 @@ def build_minivit(state: dict[str, torch.Tensor], cfg: dict, name: str) -> tuple
         head_w, head_norm = state["mlp_head.1.weight"], True
     else:
         raise CheckpointError(f"{name}: missing mlp_head.weight (the classification head)")
+    _positive(name, classes=int(head_w.shape[0]), stem_strides=min(strides, default=1))
     config = MiniViTConfig(
         image_size=grid * patch,
         patch_size=patch,
@@ -380,8 +420,10 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
             model, image_size, patch = builders[family](state, cfg, name)
         except CheckpointError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
             raise CheckpointError(f"{name}: could not build the model ({_brief(exc)})") from None
+        except MemoryError:
+            raise CheckpointError(f"{name}: not enough memory to build this model") from None
     else:
         found = ", ".join(sorted(state)[:5]) + (" …" if len(state) > 5 else "")
         raise CheckpointError(
@@ -389,6 +431,7 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
             f"class_token (torchvision) or patch_embed.proj.weight, cls_token and pos_embed "
             f"(minimal ViT); found {found}"
         )
+    _refuse_non_finite(model, name)
     num_classes = _num_classes(model)
     labels, warns = read_labels(p, num_classes, meta)
     try:
@@ -403,6 +446,17 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
         )
     model.eval()
     return BuiltModel(model, family, pre, labels, display_name or p.stem, warns)
+
+
+def _refuse_non_finite(model: nn.Module, name: str) -> None:
+    """A weight that is NaN or infinite makes every prediction NaN: say so at load time."""
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise CheckpointError(
+                    f"{name}: {key} holds NaN or infinite values, so the model cannot give "
+                    "meaningful predictions (a damaged or diverged checkpoint)"
+                )
 
 
 def _num_classes(model: nn.Module) -> int:

@@ -8,13 +8,19 @@
   before anything is decoded.
 * Large JPEGs are decoded at a reduced scale with ``draft()`` when the caller says how
   many pixels it needs; ``original_size`` always reports the full, upright size.
+* Only image formats are decoded (the list below): a PostScript or other program-like file
+  renamed ``.jpg`` is refused, never handed to an outside interpreter such as Ghostscript.
+* Only regular files are opened: a pipe, socket or device named ``x.jpg`` is refused at
+  once instead of blocking the caller forever.
 * Every failure is an :class:`ImageLoadError` with a one-line reason.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 import threading
 import warnings
 from collections.abc import Callable
@@ -56,6 +62,12 @@ IMAGE_EXTENSIONS = frozenset(
     ]
 )
 
+#: Pillow decoders we let near a file (MPO arrives through the JPEG opener).  Formats that
+#: hand the file to another program (EPS → Ghostscript, WMF) or that no one drops on an
+#: image classifier stay out.
+DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "PPM", "ICO", "TGA",
+            "JPEG2000", "HEIF")  # fmt: skip
+
 _TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _limit_lock = threading.Lock()
 
@@ -79,6 +91,9 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
 
 def _short(path: str) -> str:
     name = os.path.basename(path) or path
+    if not name.isprintable():  # a newline or an undecodable byte in the name: keep one line
+        name = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       for c in name)  # fmt: skip
     return name if len(name) <= 80 else name[:38] + "…" + name[-38:]
 
 
@@ -89,6 +104,60 @@ def _ensure_pillow_limit(max_pixels: int) -> None:
         current = Image.MAX_IMAGE_PIXELS
         if current is not None and max_pixels > 2 * current:
             Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+
+
+def _decoders() -> list[str]:
+    Image.init()
+    return [f for f in DECODERS if f in Image.OPEN]
+
+
+def _open_regular(src: str, name: str):
+    """A binary file object for ``src`` if it is a regular file; refusal otherwise.
+
+    The file is opened without blocking (a pipe named ``x.jpg`` would otherwise wait for a
+    writer forever) and then checked with ``fstat``, so nothing can swap it in between."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(src, flags)
+    except OSError as exc:
+        raise ImageLoadError(_os_reason(exc, src, name)) from None
+    try:
+        info = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise ImageLoadError(_os_reason(exc, src, name)) from None
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise ImageLoadError(f"{name}: is a folder, not an image file")
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ImageLoadError(f"{name}: is {kind}, not an image file")
+    if info.st_size == 0:
+        os.close(fd)
+        raise ImageLoadError(f"{name}: the file is empty (0 bytes), not an image")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _os_reason(exc: OSError, src: str, name: str) -> str:
+    code = exc.errno
+    if isinstance(exc, IsADirectoryError):
+        return f"{name}: is a folder, not an image file"
+    if isinstance(exc, FileNotFoundError):
+        if os.path.islink(src):
+            return f"{name}: a symbolic link to a file that does not exist"
+        return f"{name}: no such file"
+    if isinstance(exc, PermissionError):
+        return f"{name}: permission denied (the file cannot be read)"
+    if code == errno.ELOOP:
+        return f"{name}: a symbolic link that loops back on itself"
+    if code == errno.ENAMETOOLONG:
+        return f"{name}: the file name is too long for this system"
+    reason = exc.strerror or type(exc).__name__
+    return f"{name}: could not be read ({reason})"
 
 
 def _orientation(im: Image.Image) -> int:
@@ -154,7 +223,7 @@ def load_image(
             # Our own pixel cap replaces Pillow's bomb warning; its notes on odd files are
             # not for the person (a failure is reported as ImageLoadError below).
             warnings.simplefilter("ignore")
-            with Image.open(src) as im:
+            with _open_regular(src, name) as fp, Image.open(fp, formats=_decoders()) as im:
                 w, h = im.size
                 if w <= 0 or h <= 0:
                     raise ImageLoadError(f"{name}: the image has no pixels ({w}×{h})")
@@ -166,14 +235,14 @@ def load_image(
                 orientation = _orientation(im)
                 original = (h, w) if orientation in _TRANSPOSING else (w, h)
                 fmt = im.format
-                if min_size is not None and fmt == "JPEG":
+                if min_size is not None and fmt in ("JPEG", "MPO"):
                     need_w, need_h = min_size(original) if callable(min_size) else min_size
                     if orientation in _TRANSPOSING:
                         need_w, need_h = need_h, need_w
                     if w >= 2 * need_w and h >= 2 * need_h:
                         im.draft("RGB", (need_w, need_h))
-                if getattr(im, "n_frames", 1) > 1:
-                    im.seek(0)
+                # An animated or multi-page file is on its first frame after opening; asking
+                # for n_frames would walk the whole file first.
                 im.load()
                 if orientation != 1:
                     try:
@@ -190,9 +259,9 @@ def load_image(
     except IsADirectoryError:
         raise ImageLoadError(f"{name}: is a folder, not an image file") from None
     except PermissionError:
-        raise ImageLoadError(f"{name}: permission denied") from None
+        raise ImageLoadError(f"{name}: permission denied (the file cannot be read)") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{name}: not an image Pillow can read") from None
+        raise ImageLoadError(f"{name}: not an image in a format this app reads") from None
     except Image.DecompressionBombError as exc:
         match = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(match.group(1)) / 1e6:.0f} MP" if match else "too many pixels"

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import socket
 import ssl
+import stat
 import threading
 import time
 import urllib.parse
@@ -61,9 +62,10 @@ def is_downloaded(entry: ModelEntry) -> bool:
     if not entry.downloadable:
         return True
     try:
-        return cached_path(entry).stat().st_size > 0
+        st = cached_path(entry).stat()
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
 def sha256_file(path: Path, cancel: Cancel | None = None) -> str:
@@ -92,13 +94,23 @@ class Fetched:
 def verify_cached(entry: ModelEntry, cancel: Cancel | None = None) -> Path | None:
     """The cached file if it passes its hash; a failing file is deleted and reported."""
     path = cached_path(entry)
-    if not path.exists():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return None
-    size = path.stat().st_size
-    if size == 0:
+    except OSError as exc:
+        raise WeightsError(f"the cached weights {path} cannot be checked ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise WeightsError(
+            f"{path} should be the weights file but is a folder or another non-file; remove it and try again"
+        )
+    if st.st_size == 0:
         reason = "it is empty"
     else:
-        digest = sha256_file(path, cancel)
+        try:
+            digest = sha256_file(path, cancel)
+        except OSError as exc:
+            raise WeightsError(f"the cached weights {path} cannot be read ({exc.strerror or exc})") from None
         if hash_matches(digest, entry.sha256):
             return path
         reason = f"its SHA-256 {digest[:12]}… does not match {entry.sha256}"
@@ -179,6 +191,14 @@ def _open(url: str, redirects: int = 5):
     return conn, resp
 
 
+def size_cap(entry: ModelEntry) -> int | None:
+    """The most bytes a download of ``entry`` may bring: its catalog size with room to spare
+    (a server that streams without end must not fill the disk)."""
+    if not entry.file_size_mb:
+        return None
+    return int(entry.file_size_mb * (1 << 20) * 1.25) + (1 << 20)
+
+
 def _free_space(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -209,7 +229,14 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
     except http.client.HTTPException as exc:
         raise OfflineError(_missing_message(entry, f"bad answer from the server: {exc}")) from None
     total_header = resp.getheader("Content-Length")
-    total = int(total_header) if total_header and total_header.isdigit() else None
+    total = int(total_header) if total_header and total_header.isascii() and total_header.isdigit() else None
+    cap = size_cap(entry)
+    if total is not None and cap is not None and total > cap:
+        conn.close()
+        raise WeightsError(
+            f"download of {entry.filename} refused: the server announced {total / 1e6:.0f} MB for a file "
+            f"of about {entry.file_size_mb:.0f} MB"
+        )
     free = _free_space(target.parent)
     if total is not None and free is not None and free < total + DISK_MARGIN:
         conn.close()
@@ -266,6 +293,11 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
                 if not chunk:
                     break
                 done += len(chunk)
+                if cap is not None and done > cap:
+                    raise WeightsError(
+                        f"download of {entry.filename} refused: the server sent more than "
+                        f"{cap / 1e6:.0f} MB for a file of about {entry.file_size_mb:.0f} MB"
+                    )
                 if total is not None and done > total:
                     raise WeightsError(
                         f"download of {entry.filename}: the server sent more than the "
