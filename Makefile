@@ -36,3 +36,16 @@ format: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The frozen app for this platform (PyInstaller, several GB with a CUDA build of PyTorch):
+# dist/vit-desktop/, then its self-test.  See README, "Install".
+.PHONY: package install-desktop
+package: install
+	PYTHON=$(PY) packaging/build.sh
+
+# The launcher, AppStream metainfo and icons in ~/.local/share (Linux).  The launcher runs
+# DESKTOP_EXEC: .venv's vit-desktop-gui when there is one, else vit-desktop-gui from PATH;
+# e.g. `make install-desktop DESKTOP_EXEC=dist/vit-desktop/vit-desktop-gui`.
+DESKTOP_EXEC ?= $(wildcard $(VENV)/bin/vit-desktop-gui)
+install-desktop:
+	packaging/linux/install-desktop.sh $(DESKTOP_EXEC)

@@ -11,6 +11,7 @@ analyses that copy.  The data files are the same globs as the wheel's package da
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -55,8 +56,11 @@ EXCLUDES = [
     "PyInstaller",
 ]
 
+NATIVE_SUFFIXES = (".so", ".pyd", ".dll", ".dylib")
+BY_PATH_PACKAGES = ["torchvision"]
+
 # The Qt modules the app uses; PyInstaller's PySide6 hooks collect their plugins.
-QT_MODULES = ["PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtSvg"]
+QT_MODULES = ["PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtNetwork", "PySide6.QtSvg"]
 
 MAC_DOCUMENT_TYPES = [
     {
@@ -100,6 +104,17 @@ def datas() -> list[tuple[str, str]]:
         (str(p), str(Path("vit_desktop", "resources", p.parent.relative_to(src))).replace("\\", "/"))
         for p in resource_files()
     ]
+
+
+def loaded_by_path(package: str) -> list[tuple[str, str]]:
+    """PyInstaller ``binaries``: the shared libraries at the top of ``package`` that it loads
+    by file name (torchvision's operators: ``torch.ops.load_library("_C_stable.so")``), which
+    import analysis cannot see.  Without them ``torchvision.ops`` fails at start-up."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{package} is not installed in this environment")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return [(str(p), package) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in NATIVE_SUFFIXES]
 
 
 def stage(dest: Path) -> Path:
