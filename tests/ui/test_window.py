@@ -221,7 +221,12 @@ def test_export_results_and_overlay_at_full_resolution(qtbot, window, tmp_path):
     assert good["top_k"][0]["label"] == window.items[str(path)].result.top1.label
     assert "error" in next(r for r in rows if r["path"] == str(bad))
     window.gallery.setCurrentItem(window.items[str(path)].list_item)
-    img = window.overlay_image()
+    qtbot.waitUntil(lambda: window.current_map() is not None, timeout=60_000)
+    png = tmp_path / "overlay.png"
+    with qtbot.waitSignal(window.overlayExported, timeout=60_000) as sig:
+        assert window.save_overlay_to(str(png))
+    assert sig.args == [str(png), ""]
+    img = Image.open(png).convert("RGB")
     assert img.size == (500, 300)
     diff = np.abs(np.asarray(img, int) - np.asarray(s.image, int)).mean()
     assert diff > 5

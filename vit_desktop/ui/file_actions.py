@@ -39,37 +39,55 @@ class FileActions:
         )
         transfer.write_results(rows, path)
 
-    def overlay_image(self):
-        """The current overlay over the image at the image's own resolution (PIL)."""
-        from ..core.images import load_image, to_rgb
-        from ..core.overlay import blend
-
+    def _request_overlay(self, out: str) -> bool:
+        """Render the current overlay at the image's own resolution in the worker (the file
+        is decoded there, not here); ``overlayExported`` says when it is done."""
         item = self.items.get(self.current or "")
         grid = self.current_map()
-        if item is None or grid is None:
-            return None
-        src = self._source_of(item.key)
-        base = load_image(src).image if isinstance(src, str) else to_rgb(src)
+        if item is None or grid is None or item.result is None:
+            self.statusBar().showMessage("No overlay to export yet: open an image first", 5000)
+            return False
         s = self.attention.settings()
-        return blend(base, grid, item.result.geometry, s.cmap, s.opacity)
+        self.requestOverlay.emit(item.key, item.source, (grid, item.result.geometry), s.cmap, s.opacity, out)
+        return True
+
+    def save_overlay_to(self, path: str) -> bool:
+        return self._request_overlay(path)
 
     def save_overlay(self) -> None:
-        img = self.overlay_image()
-        if img is None:
+        if self.current_map() is None:
+            self._request_overlay("")  # says why
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save overlay", "overlay.png", "PNG (*.png)")
         if path:
-            img.save(path)
+            self._request_overlay(path)
 
     def copy_overlay(self) -> None:
-        img = self.overlay_image()
-        if img is not None:
-            QGuiApplication.clipboard().setImage(render.rgb_to_qimage(np.asarray(img)))
+        self._request_overlay("")
+
+    def _on_overlay_rendered(self, out: str, arr, error: str) -> None:
+        if error:
+            self.statusBar().showMessage(f"Overlay not exported: {error}", 10000)
+        elif out:
+            self.statusBar().showMessage(f"Saved the overlay to {out}", 6000)
+        elif arr is not None:
+            QGuiApplication.clipboard().setImage(render.rgb_to_qimage(np.asarray(arr)))
+            self.statusBar().showMessage("Overlay copied to the clipboard", 4000)
+        self.overlayExported.emit(out, error)
+
+    def open_log_folder(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        from ..logs import log_dir
+
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.statusBar().showMessage(f"The log folder is {folder}", 15000)
 
     def about(self) -> None:
-        import PySide6
+        from .help import about_text
 
-        from .. import __version__
-
-        QMessageBox.about(self, "About ViT Desktop",
-                          f"ViT Desktop {__version__}\nQt {PySide6.__version__}\nModel: {self.model_id}")  # fmt: skip
+        device = self.status_device.text() or None
+        QMessageBox.about(self, "About ViT Desktop", about_text(self.model_name or self.model_id, device))

@@ -15,6 +15,7 @@ DISPLAY_MAX_SIDE = 2560  # the base image is kept at most this large for paintin
 class ImageView(QWidget):
     hoveredPatch = Signal(int, int)  # row, col
     hoverLeft = Signal()
+    stepRequested = Signal(int)  # arrow keys: -1 previous image, +1 next
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -33,6 +34,8 @@ class ImageView(QWidget):
         self._fit = True
         self._drag: QPointF | None = None
         self.placeholder = "Drop images here\n(or File › Open, Ctrl+O)"
+        self.drop_hint: tuple[bool, str] | None = None  # (accepted, what a drop would do)
+        self.setAccessibleName("Image")
 
     # -- content -----------------------------------------------------------------------
     def set_image(self, image: QImage | None, original_size: tuple[int, int] | None = None) -> None:
@@ -54,6 +57,10 @@ class ImageView(QWidget):
 
     def set_hover(self, cell: tuple[int, int] | None) -> None:
         self._hover = cell
+        self.update()
+
+    def set_drop_hint(self, hint: tuple[bool, str] | None) -> None:
+        self.drop_hint = hint
         self.update()
 
     def set_show_grid(self, on: bool) -> None:
@@ -112,6 +119,7 @@ class ImageView(QWidget):
         if self._image is None:
             p.setPen(self.palette().text().color())
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+            self._paint_drop_hint(p)
             return
         ow, oh = self._original
         z, off = self._transform()
@@ -125,7 +133,33 @@ class ImageView(QWidget):
         g = self._geometry
         if g is not None:
             self._paint_geometry(p, g, z)
+        p.resetTransform()
+        self._paint_drop_hint(p)
         p.end()
+
+    def _paint_drop_hint(self, p: QPainter) -> None:
+        """While something is dragged over the window: a highlighted frame and what a drop
+        would do (or why it cannot be dropped)."""
+        if self.drop_hint is None:
+            return
+        ok, text = self.drop_hint
+        color = QColor(70, 160, 255) if ok else QColor(230, 90, 70)
+        fill = QColor(color)
+        fill.setAlpha(60)
+        r = QRectF(self.rect()).adjusted(6, 6, -6, -6)
+        p.fillRect(r, fill)
+        pen = QPen(color)
+        pen.setWidthF(3)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        p.setPen(pen)
+        p.drawRoundedRect(r, 10, 10)
+        band = QRectF(r.left() + 20, r.center().y() - 40, r.width() - 40, 80)
+        p.fillRect(band, QColor(0, 0, 0, 170))
+        p.setPen(QColor(255, 255, 255))
+        font = p.font()
+        font.setPointSizeF(font.pointSizeF() * 1.2)
+        p.setFont(font)
+        p.drawText(band, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, text)
 
     def _paint_geometry(self, p: QPainter, g: Geometry, z: float) -> None:
         ow, oh = self._original
@@ -162,7 +196,14 @@ class ImageView(QWidget):
             p.setPen(hpen)
             p.drawRect(QRectF(x0, y0, x1 - x0, y1 - y0))
 
-    # -- mouse --------------------------------------------------------------------------
+    # -- keys and mouse -------------------------------------------------------------------
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        step = {Qt.Key.Key_Right: 1, Qt.Key.Key_Down: 1, Qt.Key.Key_Left: -1, Qt.Key.Key_Up: -1}
+        if event.key() in step and not event.modifiers():
+            self.stepRequested.emit(step[event.key()])
+            return
+        super().keyPressEvent(event)
+
     def wheelEvent(self, event) -> None:  # noqa: N802
         steps = event.angleDelta().y() / 120.0
         if steps:

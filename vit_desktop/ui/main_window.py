@@ -18,15 +18,19 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..core import maps
 from ..core.results import ClassificationResult, ImageFailure
-from . import render, transfer
+from . import help, render, transfer
 from .file_actions import FileActions
 from .image_view import ImageView
-from .panels import AttentionPanel, PredictionsPanel
+from .offer_bar import OfferBar
+from .panels import AttentionPanel, PredictionsPanel, ViewSettings
 from .settings import Settings
+from .worker import THUMB_SIDE as THUMB
 from .worker import WorkerThread
 
 OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
@@ -36,23 +40,30 @@ OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
 class Item:
     key: str
     label: str
+    source: object = None  # a path, "url:" + a web link, or image data (PIL)
     display: QImage | None = None
     result: ClassificationResult | None = None
     error: str | None = None
+    detailed: bool = False  # full attention and the display image are here
+    detail_gen: int = -1  # the model generation a full request was last sent for
     list_item: QListWidgetItem | None = field(default=None, repr=False)
 
 
 class MainWindow(FileActions, QMainWindow):
-    # generation, model, device
-    requestLoad = Signal(int, str, str)
-    # generation, key, item (path or PIL image)
-    requestClassify = Signal(int, str, object)
+    # generation, model ("" = the default), device, whether a download is allowed
+    requestLoad = Signal(int, str, str, bool)
+    # generation, key, source (path, "url:" + link, or image data), request number
+    requestClassify = Signal(int, str, object, int)
     requestMany = Signal(int, list)
     requestCatalog = Signal()
-    overlayDrawn = Signal()
+    # key, source, (map, geometry), colormap, opacity, destination ("" = clipboard)
+    requestOverlay = Signal(str, object, object, str, float, str)
     # Emitted on the GUI thread (connect plain functions to these, not to the worker's).
+    overlayDrawn = Signal()
     modelReady = Signal(str)
     errorShown = Signal(str, str)  # what (model or an image key), message
+    jobDone = Signal(bool)  # a folder run ended (cancelled?)
+    overlayExported = Signal(str, str)  # destination ("" = clipboard), error ("" = fine)
 
     def __init__(self, settings: Settings, model: str | None = None, device: str | None = None) -> None:
         super().__init__()
@@ -60,25 +71,46 @@ class MainWindow(FileActions, QMainWindow):
         self.setWindowTitle("ViT Desktop")
         self.setAcceptDrops(True)
         self.resize(1200, 760)
-        self.setMinimumSize(QSize(900, 560))
+        self.setMinimumSize(QSize(800, 500))
         self.items: dict[str, Item] = {}
         self.current: str | None = None
         self._gen = 0
         self._model_gen = 0
+        self._detail_seq = 0
+        self._pasted = 0
         self._hover_token: int | None = None
         self.model_id: str | None = None
+        self.model_name = ""
         self.model_ready = False
-        self._pasted: dict[str, object] = {}  # key → pasted/dropped image data
+        self._busy: set[str] = set()  # long work under way: download, folder, fetch
+        self._catalog: dict[str, dict] = {}
+        # The start-up model: what was asked for, else the last one used, else the default
+        # ("": ViT-B/16 when its weights are on disk, else the demo, with an offer bar).
+        self._startup = True
+        self._offer = not model and not settings.last_model and not settings.offer_dismissed
+        self.ask = self._ask_dialog  # replaced in tests: the person's answer to a question
 
         self.view = ImageView()
-        self.setCentralWidget(self.view)
+        self.view.stepRequested.connect(self.step_gallery)
+        self.offer_bar = OfferBar()
+        self.offer_bar.accepted.connect(self._accept_offer)
+        self.offer_bar.dismissed.connect(self._dismiss_offer)
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.offer_bar)
+        lay.addWidget(self.view, 1)
+        self.setCentralWidget(central)
         self.predictions = PredictionsPanel()
         self.attention = AttentionPanel()
         self.gallery = QListWidget()
         self.gallery.setViewMode(QListWidget.ViewMode.IconMode)
-        self.gallery.setIconSize(QSize(96, 96))
+        self.gallery.setIconSize(QSize(THUMB, THUMB))
         self.gallery.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.gallery.setMovement(QListWidget.Movement.Static)
+        self.gallery.setWordWrap(True)
+        self.gallery.setAccessibleName("Gallery")
         self.gallery.currentItemChanged.connect(self._on_gallery)
         self._docks = {}
         for name, widget, area in (("Predictions", self.predictions, Qt.DockWidgetArea.RightDockWidgetArea),
@@ -93,18 +125,18 @@ class MainWindow(FileActions, QMainWindow):
         self.status_model = QLabel("Starting…")
         self.status_device = QLabel("")
         self.status_time = QLabel("")
+        self.status_job = QLabel("")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(200)
-        self.progress.hide()
+        self.progress.setMaximumWidth(160)
+        self.progress.setTextVisible(False)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.hide()
+        self.cancel_button.setToolTip("Stop the download or folder run (results so far are kept)")
         self.cancel_button.clicked.connect(self._cancel)
         sb = self.statusBar()
         sb.addWidget(self.status_model, 1)
-        sb.addPermanentWidget(self.status_device)
-        sb.addPermanentWidget(self.status_time)
-        sb.addPermanentWidget(self.progress)
-        sb.addPermanentWidget(self.cancel_button)
+        for w in (self.status_job, self.progress, self.cancel_button, self.status_device, self.status_time):
+            sb.addPermanentWidget(w)
+        self._set_busy_widgets()
 
         self.worker = WorkerThread()
         w = self.worker.worker
@@ -112,12 +144,14 @@ class MainWindow(FileActions, QMainWindow):
         self.requestClassify.connect(w.classify)
         self.requestMany.connect(w.classify_many)
         self.requestCatalog.connect(w.describe)
+        self.requestOverlay.connect(w.render_overlay)
         w.modelLoaded.connect(self._on_model_loaded)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
         w.progress.connect(self._on_progress)
         w.jobFinished.connect(self._on_job_finished)
         w.catalogReady.connect(self._on_catalog)
+        w.overlayRendered.connect(self._on_overlay_rendered)
 
         self.attention.changed.connect(self.redraw)
         self.view.hoveredPatch.connect(self._on_hover)
@@ -125,8 +159,6 @@ class MainWindow(FileActions, QMainWindow):
         self._build_menus()
         ov = settings.overlay()
         self.view.set_show_grid(ov["grid"])
-        from .panels import ViewSettings
-
         self.attention.apply(ViewSettings(kind=ov["kind"], fusion=ov["fusion"], discard=ov["discard"],
                                           opacity=ov["opacity"], cmap=ov["cmap"]))  # fmt: skip
         geom, state = settings.window_state()
@@ -135,12 +167,15 @@ class MainWindow(FileActions, QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.device = device or settings.device
-        QTimer.singleShot(0, lambda: self.load_model(model or settings.last_model or "demo-shapes"))
+        first = model or settings.last_model or ""
+        QTimer.singleShot(0, lambda: self.load_model(first, allow_download=bool(model)))
 
     # -- menus --------------------------------------------------------------------------
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
         act = QAction(text, self)
-        if shortcut:
+        if isinstance(shortcut, (list, tuple)):
+            act.setShortcuts([QKeySequence(k) for k in shortcut])
+        elif shortcut:
             act.setShortcut(QKeySequence(shortcut))
         act.triggered.connect(slot)
         menu.addAction(act)
@@ -150,7 +185,7 @@ class MainWindow(FileActions, QMainWindow):
         mb = self.menuBar()
         f = mb.addMenu("&File")
         self._action(f, "&Open…", self.open_files, QKeySequence.StandardKey.Open)
-        self._action(f, "Open &Folder…", self.open_folder)
+        self._action(f, "Open &Folder…", self.open_folder, "Ctrl+Shift+O")
         self.recent_menu = f.addMenu("Open &Recent")
         self._fill_recent()
         f.addSeparator()
@@ -173,12 +208,14 @@ class MainWindow(FileActions, QMainWindow):
         grid.setCheckable(True)
         grid.setChecked(self.view.show_grid)
         v.addSeparator()
-        self._action(v, "Zoom &In", lambda: self.view.zoom_by(1.25), QKeySequence.StandardKey.ZoomIn)
+        self._action(v, "Zoom &In", lambda: self.view.zoom_by(1.25), [QKeySequence.StandardKey.ZoomIn, "Ctrl+="])
         self._action(v, "Zoom &Out", lambda: self.view.zoom_by(0.8), QKeySequence.StandardKey.ZoomOut)
         self._action(v, "&Fit", self.view.fit, "Ctrl+0")
-        self._action(v, "&Actual Size", self.view.actual_size, "Ctrl+1")
-        self._action(v, "F&ull Screen", self._toggle_full_screen, QKeySequence.StandardKey.FullScreen)
+        self._action(v, "&Actual Size (1:1)", self.view.actual_size, "Ctrl+1")
+        self._action(v, "F&ull Screen", self._toggle_full_screen, [QKeySequence.StandardKey.FullScreen, "F11"])
         h = mb.addMenu("&Help")
+        self._action(h, "&Keyboard Shortcuts", lambda: help.show_shortcuts(self, self.menuBar()), "Ctrl+/")
+        self._action(h, "Open &Log Folder", self.open_log_folder)
         self._action(h, "&About ViT Desktop", self.about)
 
     def _fill_recent(self) -> None:
@@ -195,21 +232,27 @@ class MainWindow(FileActions, QMainWindow):
     def _toggle_full_screen(self) -> None:
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
+    def _ask_dialog(self, title: str, text: str) -> bool:
+        if os.environ.get("VIT_DESKTOP_NO_DIALOGS"):
+            return False  # nothing is fetched or downloaded without a person saying yes
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
     # -- model -------------------------------------------------------------------------
     def _on_catalog(self, models: list, devices: list) -> None:
+        self._catalog = {m["id"]: m for m in models}
         self.menus.fill(models, devices, self.model_id, self.device)
+        self._maybe_offer()
 
     def _choose_model(self, entry: dict) -> None:
-        if not entry.get("downloaded") and not os.environ.get("VIT_DESKTOP_NO_DIALOGS"):
+        if not entry.get("downloaded"):
             size = entry.get("file_size_mb") or 0
-            answer = QMessageBox.question(
-                self, "Download weights",
-                f"{entry['display_name']} needs its weights ({size:.0f} MB) from\n{entry.get('url')}.\n\nDownload now?",
-            )  # fmt: skip
-            if answer != QMessageBox.StandardButton.Yes:
+            text = (f"{entry['display_name']} needs its weights ({size:.0f} MB) from\n{entry.get('url')}.\n\n"
+                    "Download now? (Progress and Cancel are in the status bar.)")  # fmt: skip
+            if not self.ask("Download weights", text):
                 self.menus.mark_current(self.model_id or "")
                 return
-        self.load_model(entry["id"])
+        self.load_model(entry["id"], allow_download=True)
 
     def _choose_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -224,32 +267,48 @@ class MainWindow(FileActions, QMainWindow):
         if self.model_id:
             self.load_model(self.model_id)
 
-    def load_model(self, model: str) -> None:
+    def load_model(self, model: str, allow_download: bool = False) -> None:
+        """Load in the worker; queued work for the old model is dropped (latest wins)."""
         self._model_gen = self._next_gen()
-        self.worker.worker.bump(self._model_gen)  # queued work for the old model is skipped
+        self.worker.worker.bump(self._model_gen)
         self.model_ready = False
-        self.status_model.setText(f"Loading {model}…")
-        self.requestLoad.emit(self._model_gen, model, self.device)
+        self.status_model.setText(f"Loading {model or 'the default model'}…")
+        self.requestLoad.emit(self._model_gen, model, self.device, allow_download)
 
     def _on_model_loaded(self, gen: int, model_id: str, name: str, device: str, notice: str) -> None:
         if gen != self._model_gen:
             return
-        first = self.model_id is None
-        self.model_id, self.model_ready = model_id, True
+        self._startup = False
+        self.model_id, self.model_name, self.model_ready = model_id, name, True
         self.settings.last_model = model_id
-        self.progress.hide()
-        self.cancel_button.hide()
-        if first:
-            self.requestCatalog.emit()
-        else:
-            self.menus.mark_current(model_id)
+        self._done_busy("download")
+        self.requestCatalog.emit()  # refreshes the menus' on-disk marks too
         self.modelReady.emit(model_id)
         self.status_model.setText(name)
         self.status_device.setText(device.upper())
         if notice:
             self.statusBar().showMessage(notice, 8000)
-        for key in list(self.items):  # what waited for the model, or a new model: all of it
-            self._classify(key, self._source_of(key))
+        if model_id != "demo-shapes":
+            self.offer_bar.hide()
+        for item in self.items.values():  # a new model: everything again
+            item.detailed, item.detail_gen = False, -1
+        self._submit(list(self.items))
+
+    def _maybe_offer(self) -> None:
+        entry = self._catalog.get("vit-b-16")
+        if (self._offer and self.model_id == "demo-shapes" and entry is not None
+                and not entry.get("downloaded") and not self.settings.offer_dismissed):  # fmt: skip
+            self.offer_bar.offer(entry)
+
+    def _accept_offer(self) -> None:
+        self.offer_bar.hide()
+        self._offer = False
+        self.load_model("vit-b-16", allow_download=True)
+
+    def _dismiss_offer(self) -> None:
+        self.offer_bar.hide()
+        self._offer = False
+        self.settings.offer_dismissed = True
 
     # -- getting images in ---------------------------------------------------------------
     def _next_gen(self) -> int:
@@ -257,34 +316,81 @@ class MainWindow(FileActions, QMainWindow):
         return self._gen
 
     def _source_of(self, key: str) -> object:
-        return key if not key.startswith("pasted:") else self._pasted[key]
+        return self.items[key].source
 
     def add_paths(self, paths: list[str]) -> None:
-        files = list(transfer.expand(paths))
-        for p in files:
-            self.settings.add_recent(p)
+        """Files and folders (walked); many files run as a background job."""
+        for p in paths:
+            self.settings.add_recent(os.path.abspath(p))
         self._fill_recent()
-        for p in files:
-            self._add(p, os.path.basename(p), p)
+        files = list(transfer.expand(paths))
+        if not files:
+            self.statusBar().showMessage("No images found in what was opened", 8000)
+            return
+        self._add([(p, os.path.basename(p), p) for p in files])
 
     def add_image_data(self, image, label: str = "pasted image") -> None:
-        key = f"pasted:{len(self._pasted) + 1}"
-        self._pasted[key] = image
-        self._add(key, label, image)
+        self._pasted += 1
+        self._add([(f"pasted:{self._pasted}", label if self._pasted == 1 else f"{label} {self._pasted}", image)])
 
-    def _add(self, key: str, label: str, source: object) -> None:
-        if key not in self.items:
-            item = Item(key, label)
-            item.list_item = QListWidgetItem(label)
-            item.list_item.setData(Qt.ItemDataRole.UserRole, key)
-            self.gallery.addItem(item.list_item)
-            self.items[key] = item
-        self.gallery.setCurrentItem(self.items[key].list_item)
-        self._classify(key, source)
+    def add_urls(self, urls: list[str]) -> None:
+        """Web links are fetched only after the person agrees (size cap, timeout, in the worker)."""
+        from ..core.remote import MAX_BYTES, TIMEOUT_S, host_of
 
-    def _classify(self, key: str, source: object) -> None:
-        if self.model_ready:  # otherwise it runs as soon as the model is loaded
-            self.requestClassify.emit(self._gen, key, source)
+        what = urls[0] if len(urls) == 1 else f"{len(urls)} links from {host_of(urls[0])}"
+        text = (f"Fetch {what} from the web and classify it?\n\nAt most {MAX_BYTES / 1e6:.0f} MB per image, "
+                f"{TIMEOUT_S:.0f} s timeout.")  # fmt: skip
+        if not self.ask("Fetch from the web", text):
+            self.statusBar().showMessage("Nothing was fetched", 4000)
+            return
+        self._add([(u, os.path.basename(u.split("?")[0]) or host_of(u), f"url:{u}") for u in urls])
+
+    def _add(self, entries: list[tuple[str, str, object]]) -> None:
+        new = []
+        for key, label, source in entries:
+            item = self.items.get(key)
+            if item is None:
+                item = Item(key, label, source)
+                item.list_item = QListWidgetItem(label)
+                item.list_item.setData(Qt.ItemDataRole.UserRole, key)
+                item.list_item.setToolTip(key)
+                self.gallery.addItem(item.list_item)
+                self.items[key] = item
+            item.result, item.error, item.detailed, item.detail_gen = None, None, False, -1
+            item.list_item.setText(f"{item.label}\n…")
+            new.append(key)
+        self.current = new[0]
+        self.gallery.setCurrentItem(self.items[new[0]].list_item)  # shows it, asks for it in full
+        self._submit(new)
+
+    def _submit(self, keys: list[str]) -> None:
+        """The current image in full right away; the other files as one background job (a
+        thumbnail, the top-k and CLS attention each); image data and links one by one."""
+        if not self.model_ready or not keys:
+            return  # all of it runs as soon as the model is loaded
+        if self.current in keys:
+            self._request_detail(self.current)
+        files = [k for k in keys if k != self.current and isinstance(self.items[k].source, str)
+                 and not self.items[k].source.startswith("url:")]  # fmt: skip
+        for k in keys:
+            if k != self.current and k not in files:
+                self._request_detail(k, latest_wins=False)
+        if files:
+            self._busy.add("folder")
+            self._set_busy_widgets()
+            self.requestMany.emit(self._model_gen, files)
+
+    def _request_detail(self, key: str, latest_wins: bool = True) -> None:
+        item = self.items[key]
+        if item.detail_gen == self._model_gen or not self.model_ready:
+            return
+        item.detail_gen = self._model_gen
+        seq = 0
+        if latest_wins:  # moving through the gallery: only the last one asked for runs
+            self._detail_seq += 1
+            seq = self._detail_seq
+            self.worker.worker.bump_detail(seq)
+        self.requestClassify.emit(self._model_gen, key, item.source, seq)
 
     # -- results ---------------------------------------------------------------------------
     def _on_result(self, gen: int, key: str, shown) -> None:
@@ -295,17 +401,18 @@ class MainWindow(FileActions, QMainWindow):
         if isinstance(res, ImageFailure):
             self._set_error(item, res.error)
             return
-        item.result, item.error = res, None
+        if item.detailed and not shown.detailed:
+            return  # a folder run's lighter result never replaces the full one
+        item.result, item.error, item.detailed = res, None, shown.detailed
         if shown.display is not None:
             item.display = render.rgb_to_qimage(shown.display)
         top = res.top1
         item.list_item.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
-        if item.display is not None:
-            thumb = item.display.scaled(
-                96, 96, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-            )
-            item.list_item.setIcon(QIcon(QPixmap.fromImage(thumb)))
-        self.status_time.setText(f"{res.latency_ms:.0f} ms")
+        item.list_item.setToolTip(f"{key}\n{top.label}: {top.prob * 100:.1f}%")
+        if shown.thumb is not None:
+            item.list_item.setIcon(QIcon(QPixmap.fromImage(render.rgb_to_qimage(shown.thumb))))
+        if shown.detailed:
+            self.status_time.setText(f"{res.latency_ms:.0f} ms")
         if key == self.current:
             self._show(item)
 
@@ -320,12 +427,26 @@ class MainWindow(FileActions, QMainWindow):
     def _on_failed(self, gen: int, what: str, message: str) -> None:
         self.errorShown.emit(what, message)
         if what == "model":
-            if gen == self._model_gen:
+            if gen != self._model_gen:
+                return
+            self._done_busy("download")
+            if self._startup and self.model_id is None:
+                self._startup = False
+                self.statusBar().showMessage(f"{message}; using the demo model", 15000)
+                self.load_model("demo-shapes")
+                return
+            if self.model_id is not None:  # the worker still has the previous model
+                self.model_ready = True
+                self.status_model.setText(self.model_name)
+                self.menus.mark_current(self.model_id)
+            else:
                 self.status_model.setText("No model")
-                QMessageBox.warning(self, "Model", message) if not os.environ.get(
-                    "VIT_DESKTOP_NO_DIALOGS"
-                ) else None
-                self.statusBar().showMessage(message, 15000)
+            if "cancelled" in message.lower():
+                self.statusBar().showMessage(message, 8000)
+                return
+            if not os.environ.get("VIT_DESKTOP_NO_DIALOGS"):
+                QMessageBox.warning(self, "Model", message)
+            self.statusBar().showMessage(message, 15000)
             return
         item = self.items.get(what)
         if item is not None:
@@ -333,40 +454,67 @@ class MainWindow(FileActions, QMainWindow):
         else:
             self.statusBar().showMessage(message, 10000)
 
-    def _on_progress(self, gen: int, done: int, total: int, label: str) -> None:
-        self.progress.show()
-        self.cancel_button.show()
+    # -- long work: progress and cancel ------------------------------------------------------
+    def _set_busy_widgets(self) -> None:
+        busy = bool(self._busy)
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.status_job.setVisible(busy)
+
+    def _done_busy(self, kind: str) -> None:
+        self._busy.discard(kind)
+        self._set_busy_widgets()
+
+    def _on_progress(self, gen: int, kind: str, done: int, total: int, text: str) -> None:
+        self._busy.add(kind)
+        self._set_busy_widgets()
         self.progress.setRange(0, max(total, 0))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{label} %v/%m")
+        self.status_job.setText(text)
 
     def _on_job_finished(self, gen: int, what: str, cancelled: bool) -> None:
-        self.progress.hide()
-        self.cancel_button.hide()
+        self._done_busy(what)
+        if what != "folder":
+            return
+        waiting = [i for i in self.items.values() if i.result is None and i.error is None
+                   and isinstance(i.source, str) and i.detail_gen != self._model_gen]  # fmt: skip
         if cancelled:
-            self.statusBar().showMessage("Cancelled; the results so far are kept", 6000)
+            for i in waiting:
+                i.list_item.setText(f"{i.label}\n(not classified)")
+            done = sum(i.result is not None for i in self.items.values())
+            self.statusBar().showMessage(f"Cancelled: {done} classified so far are kept (File › Export Results)",
+                                         8000)  # fmt: skip
+        self.jobDone.emit(cancelled)
 
     def _cancel(self) -> None:
         self.worker.worker.cancel()
 
     # -- showing ---------------------------------------------------------------------------
+    def step_gallery(self, step: int) -> None:
+        row = self.gallery.currentRow() + step
+        if 0 <= row < self.gallery.count():
+            self.gallery.setCurrentRow(row)
+
     def _on_gallery(self, cur: QListWidgetItem | None, prev) -> None:
         if cur is None:
             return
         key = cur.data(Qt.ItemDataRole.UserRole)
         self.current = key
-        self._show(self.items[key])
+        item = self.items[key]
+        self._show(item)
+        if not item.detailed and item.error is None:
+            self._request_detail(key)
 
     def _show(self, item: Item) -> None:
-        if item.display is None and item.result is None:
+        self._hover_token = None
+        if item.display is None:
             self.view.set_image(None)
-            self.view.placeholder = item.error or "Classifying…"
+            self.view.placeholder = item.error or ("Classifying…" if self.model_ready else "Loading the model…")
             self.view.update()
-            self.predictions.set_result(None)
+            self.predictions.set_result(item.result)
             return
         res = item.result
-        same = self.view._image is item.display
-        if not same:
+        if self.view._image is not item.display:
             self.view.set_image(item.display, res.geometry.original_size if res else None)
         self.view.set_geometry(res.geometry if res else None)
         self.predictions.set_result(res)
@@ -376,12 +524,11 @@ class MainWindow(FileActions, QMainWindow):
 
     def current_map(self) -> np.ndarray | None:
         item = self.items.get(self.current or "")
-        if item is None or item.result is None or item.result.attention is None:
+        if item is None or item.result is None or item.result.attention is None or not item.detailed:
             return None
         att = item.result.attention
         spec = self.attention.settings().map_spec()
-        token = self._hover_token or 0
-        return maps.compute(att, spec, token)
+        return maps.compute(att, spec, self._hover_token or 0)
 
     def redraw(self) -> None:
         s = self.attention.settings()
@@ -390,7 +537,7 @@ class MainWindow(FileActions, QMainWindow):
         )
         item = self.items.get(self.current or "")
         grid = self.current_map()
-        if grid is None or item is None or item.result is None:
+        if grid is None or item is None or item.result is None or item.display is None:
             self.view.set_overlay(None)
             return
         geom = item.result.geometry
@@ -418,26 +565,33 @@ class MainWindow(FileActions, QMainWindow):
 
     # -- drops and paste -------------------------------------------------------------------
     def paste(self) -> None:
-        md = QGuiApplication.clipboard().mimeData()
-        self._accept_mime(md)
+        if not self._accept_mime(QGuiApplication.clipboard().mimeData()):
+            self.statusBar().showMessage("The clipboard holds no image, path or web link", 5000)
 
     def _accept_mime(self, md) -> bool:
-        paths, images = transfer.mime_payload(md)
-        if paths:
-            self.add_paths(paths)
-        for img in images:
+        payload = transfer.mime_payload(md)
+        if payload.paths:
+            self.add_paths(payload.paths)
+        for img in payload.images:
             self.add_image_data(img)
-        return bool(paths or images)
+        if payload.urls:
+            self.add_urls(payload.urls)
+        return bool(payload)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if transfer.can_accept(event.mimeData()):
-            self.statusBar().showMessage("Drop to classify", 2000)
+        ok, text = transfer.describe_drop(event.mimeData())
+        self.view.set_drop_hint((ok, text))
+        self.statusBar().showMessage(text, 4000)
+        if ok:
             event.acceptProposedAction()
         else:
-            self.statusBar().showMessage("Only image files, folders and image data can be dropped here", 4000)
             event.ignore()
 
+    def dragLeaveEvent(self, event) -> None:  # noqa: N802
+        self.view.set_drop_hint(None)
+
     def dropEvent(self, event) -> None:  # noqa: N802
+        self.view.set_drop_hint(None)
         if self._accept_mime(event.mimeData()):
             event.acceptProposedAction()
         else:

@@ -38,6 +38,14 @@ class Settings:
         self._s.setValue("model/device", value)
 
     @property
+    def offer_dismissed(self) -> bool:
+        return self._get("model/offer_dismissed", "false", str) in ("true", "1", "True")
+
+    @offer_dismissed.setter
+    def offer_dismissed(self, value: bool) -> None:
+        self._s.setValue("model/offer_dismissed", "true" if value else "false")
+
+    @property
     def recent_files(self) -> list[str]:
         v = self._s.value("files/recent", [])
         if isinstance(v, str):

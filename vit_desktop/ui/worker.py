@@ -10,16 +10,29 @@ torch is imported here only inside the slots, on the worker thread, after the wi
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from ..logs import get_logger
 
 log = get_logger("worker")
+
+
+def _report(what: str, exc: BaseException) -> str:
+    """The one line a person sees; the log keeps a traceback only for the unexpected."""
+    from ..core.errors import VitDesktopError
+
+    if isinstance(exc, VitDesktopError):
+        log.warning("%s: %s", what, exc.one_line())
+    else:
+        log.exception(what)
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -31,69 +44,135 @@ def _one_line(exc: BaseException) -> str:
 
 
 DISPLAY_MAX_SIDE = 2560
+THUMB_SIDE = 96
+JOB_BATCH = 8
 
 
 @dataclass(frozen=True)
 class Shown:
     result: object  # ClassificationResult | ImageFailure
     display: np.ndarray | None  # uint8 RGB, at most DISPLAY_MAX_SIDE on its longer side
+    thumb: np.ndarray | None = None  # uint8 RGB, at most THUMB_SIDE (folder jobs)
+    detailed: bool = True  # full attention (q/k) and a display image; False for folder jobs
 
 
-def display_array(img) -> np.ndarray:
+def display_array(img, side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
     view = img.copy()
-    view.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+    view.thumbnail((side, side))
     return np.asarray(view)
+
+
+@dataclass
+class _Job:
+    generation: int
+    keys: list
+    it: object = None  # the classifier's iterator, once started
+
+
+class _Interrupted(Exception):
+    """Raised between encoder layers when a folder run is cancelled or the app closes."""
 
 
 class InferenceWorker(QObject):
     # (generation, model id, display name, device, notice)
     modelLoaded = Signal(int, str, str, str, str)
-    # (generation, key, ClassificationResult | ImageFailure)
+    # (generation, key, Shown)
     resultReady = Signal(int, str, object)
     # (generation, what failed, message)
     failed = Signal(int, str, str)
-    # (generation, done, total, label)
-    progress = Signal(int, int, int, str)
+    # (generation, kind: download|folder|fetch, done, total, text); downloads in permille
+    progress = Signal(int, str, int, int, str)
     # (generation, what finished, cancelled)
     jobFinished = Signal(int, str, bool)
     # list of catalog dicts (with "downloaded"), list of (device, available, reason)
     catalogReady = Signal(list, list)
+    # (destination path or "", rendered overlay as a uint8 RGB array or None, error or "")
+    overlayRendered = Signal(str, object, str)
+    _step = Signal()  # queued to itself: one folder batch per event-loop turn
 
     def __init__(self) -> None:
         super().__init__()
         self._clf = None
         self._cancel = threading.Event()
+        self._stopping = threading.Event()  # the window is closing: stop between layers
+        self._in_job = False
         self._latest = 0
+        self._latest_detail = 0
         self._lock = threading.Lock()
+        self._jobs: deque[_Job] = deque()
+        self._stepping = False
+        self._detailed: set[str] = set()  # keys already done in full for this model
+        self._thumbs: dict[str, np.ndarray | None] = {}
+        self._done = self._total = 0  # folder images finished / queued since the queue was empty
+        self._step.connect(self._run_step, Qt.ConnectionType.QueuedConnection)
 
     # Called from the GUI thread: safe without the event loop.
     def cancel(self) -> None:
         self._cancel.set()
 
+    def stopping(self) -> None:
+        self._stopping.set()
+        self._cancel.set()
+
+    def _check_interrupt(self, module, args) -> None:
+        """A forward pre-hook on every attention layer: a long forward (a big model on a slow
+        CPU) stops at the next layer when the window closes or a folder run is cancelled."""
+        if self._stopping.is_set() or (self._in_job and self._cancel.is_set()):
+            raise _Interrupted()
+
+    def _watch(self, clf) -> None:
+        from torch import nn
+
+        for m in clf.module.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                m.register_forward_pre_hook(self._check_interrupt)
+
     def bump(self, generation: int) -> None:
         with self._lock:
             self._latest = max(self._latest, generation)
 
-    def _stale(self, generation: int) -> bool:
+    def bump_detail(self, seq: int) -> None:
         with self._lock:
-            return generation < self._latest
+            self._latest_detail = max(self._latest_detail, seq)
 
-    @Slot(int, str, str)
-    def load_model(self, generation: int, model: str, device: str) -> None:
+    def _stale(self, generation: int, seq: int = 0) -> bool:
+        with self._lock:
+            # seq 0: always wanted (not part of moving through the gallery)
+            return generation < self._latest or (seq != 0 and seq < self._latest_detail)
+
+    @Slot(int, str, str, bool)
+    def load_model(self, generation: int, model: str, device: str, allow_download: bool = True) -> None:
+        """Load ``model`` ("" = the default: ViT-B/16 when its weights are on disk, else the
+        demo).  A download (only when allowed) reports progress and stops when cancelled."""
         self._cancel.clear()
+        self._detailed.clear()
         try:
-            from ..core.classifier import load_classifier
+            from ..core.classifier import default_model_id, load_classifier
+
+            model = model or default_model_id()
+            name = model
+            try:
+                from ..core import catalog
+
+                name = catalog.get(model).display_name
+            except Exception:  # a checkpoint path
+                name = os.path.basename(model)
 
             def progress(done: int, total: int | None) -> None:
-                self.progress.emit(generation, done, total or 0, "downloading")
+                if total:
+                    text = f"Downloading {name}: {done / 1e6:.0f} of {total / 1e6:.0f} MB"
+                    self.progress.emit(generation, "download", int(1000 * done / total), 1000, text)
+                else:
+                    self.progress.emit(generation, "download", 0, 0, f"Downloading {name}: {done / 1e6:.0f} MB")
 
-            clf = load_classifier(model, device=device, progress=progress, cancel=self._cancel.is_set)
+            clf = load_classifier(model, device=device, progress=progress, cancel=self._cancel.is_set,
+                                  allow_download=allow_download)  # fmt: skip
+            self._watch(clf)
             self._clf = clf
             note = "; ".join(clf.notices)
             self.modelLoaded.emit(generation, clf.model_id, clf.display_name, clf.device.type, note)
         except Exception as exc:  # reported, never swallowed
-            log.exception("loading %s failed", model)
-            self.failed.emit(generation, "model", _one_line(exc))
+            self.failed.emit(generation, "model", _report(f"loading {model} failed", exc))
 
     @Slot()
     def describe(self) -> None:
@@ -109,11 +188,12 @@ class InferenceWorker(QObject):
             log.exception("listing models failed")
             self.failed.emit(0, "catalog", _one_line(exc))
 
-    @Slot(int, str, object)
-    def classify(self, generation: int, key: str, item: object) -> None:
-        """Decode (full size, for the screen too), classify with full attention capture and
-        hand back ``Shown`` — never a tensor, never a Qt object."""
-        if self._stale(generation):
+    @Slot(int, str, object, int)
+    def classify(self, generation: int, key: str, item: object, seq: int = 0) -> None:
+        """One image in full: decode (full size, for the screen too), classify with full
+        attention capture and hand back ``Shown`` — never a tensor, never a Qt object.
+        ``item`` is a path, a web link (``url:`` + link) or image data."""
+        if self._stale(generation, seq):
             return
         if self._clf is None:
             self.failed.emit(generation, key, "no model is loaded yet")
@@ -121,37 +201,180 @@ class InferenceWorker(QObject):
         try:
             from ..core.images import LoadedImage, load_image, to_rgb
 
-            if isinstance(item, str):
+            if isinstance(item, str) and item.startswith("url:"):
+                from ..core.remote import fetch_image
+
+                self._cancel.clear()
+                self.progress.emit(generation, "fetch", 0, 0, "Fetching the web image")
+                try:
+                    loaded = fetch_image(item[4:], cancel=self._cancel.is_set, max_pixels=self._clf.max_pixels)
+                finally:
+                    self.jobFinished.emit(generation, "fetch", self._cancel.is_set())
+            elif isinstance(item, str):
                 loaded = load_image(item, max_pixels=self._clf.max_pixels)
+            elif isinstance(item, LoadedImage):
+                loaded = item
             else:
                 rgb = to_rgb(item)
                 loaded = LoadedImage(rgb, rgb.size, None, key)
             (res,) = self._clf.classify([loaded], top_k=20, attention="full")
-            self.resultReady.emit(generation, key, Shown(res, display_array(loaded.image)))
-        except Exception as exc:
-            log.exception("classifying %s failed", key)
-            self.failed.emit(generation, key, _one_line(exc))
-
-    @Slot(int, list)
-    def classify_many(self, generation: int, paths: Sequence[str]) -> None:
-        """A folder in the background: results stream out; cancel keeps what is done."""
-        self._cancel.clear()
-        if self._clf is None:
-            self.failed.emit(generation, "folder", "no model is loaded yet")
+            self._detailed.add(key)
+            self.resultReady.emit(generation, key, Shown(res, display_array(loaded.image), loaded_thumb(loaded)))
+        except _Interrupted:
             return
-        total = len(paths)
-        done = 0
+        except Exception as exc:
+            self.failed.emit(generation, key, _report(f"classifying {key} failed", exc))
+
+    # -- folders: a queue of jobs, one batch per event-loop turn ----------------------------
+    @Slot(int, list)
+    def classify_many(self, generation: int, keys: Sequence[str]) -> None:
+        """Many files in the background: results (CLS attention and a thumbnail) stream out;
+        single-image requests are served between batches; cancel keeps what is done."""
+        if not self._jobs:
+            self._cancel.clear()
+            self._done, self._total = 0, 0
+        self._jobs.append(_Job(generation, list(keys)))
+        self._total += len(keys)
+        if not self._stepping:
+            self._stepping = True
+            self._step.emit()
+
+    def _inputs(self, job: _Job):
+        """Decoded images for the classifier, in order, decoding ahead on two threads (at the
+        reduced JPEG scale the model needs); failures are reported here and skipped."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..core.images import load_image
+        from ..core.results import ImageFailure
+
+        clf = self._clf
+        keys = [k for k in job.keys if k not in self._detailed]
+        self._done += len(job.keys) - len(keys)  # already shown in full
+
+        def decode(path: str):
+            loaded = load_image(path, max_pixels=clf.max_pixels, min_size=clf.preprocessing.resized_size)
+            return loaded, loaded_thumb(loaded)
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="folder-decode") as pool:
+            ahead: deque = deque()
+            it = iter(keys)
+            try:
+                while True:
+                    while len(ahead) < 2 * JOB_BATCH:
+                        key = next(it, None)
+                        if key is None:
+                            break
+                        ahead.append((key, pool.submit(decode, key)))
+                    if not ahead:
+                        return
+                    key, fut = ahead.popleft()
+                    if key in self._detailed:  # shown in full meanwhile
+                        self._done += 1
+                        continue
+                    try:
+                        loaded, thumb = fut.result()
+                    except Exception as exc:
+                        failure = ImageFailure(key, _one_line(exc))
+                        self.resultReady.emit(job.generation, key, Shown(failure, None, detailed=False))
+                        self._done += 1
+                        continue
+                    self._thumbs[key] = thumb
+                    yield loaded
+            finally:
+                for _, fut in ahead:
+                    fut.cancel()
+
+    @Slot()
+    def _run_step(self) -> None:
+        job = self._jobs[0] if self._jobs else None
+        if job is None:
+            self._stepping = False
+            return
+        if self._cancel.is_set() or self._stale(job.generation) or self._clf is None:
+            cancelled = self._cancel.is_set() or self._clf is None
+            self._close_jobs()
+            self.jobFinished.emit(job.generation, "folder", cancelled)
+            return
         try:
-            it = self._clf.iter_classify(paths, batch_size=8, top_k=20, attention="full",
-                                         cancel=self._cancel.is_set)  # fmt: skip
-            for res in it:
-                done += 1
-                self.resultReady.emit(generation, res.source, Shown(res, None))
-                self.progress.emit(generation, done, total, "classifying")
+            if job.it is None:
+                self._thumbs.clear()
+                job.it = self._clf.iter_classify(self._inputs(job), batch_size=JOB_BATCH, top_k=20,
+                                                 attention="cls")  # fmt: skip
+            for _ in range(JOB_BATCH):
+                self._in_job = True
+                try:
+                    res = next(job.it)
+                finally:
+                    self._in_job = False
+                key = res.source
+                self._done += 1
+                self.resultReady.emit(job.generation, key, Shown(res, None, self._thumbs.pop(key, None),
+                                                                 detailed=False))  # fmt: skip
+            self._report(job)
+        except _Interrupted:
+            self._close_jobs()
+            self.jobFinished.emit(job.generation, "folder", True)
+            return
+        except StopIteration:
+            self._report(job)
+            self._jobs.popleft()
+            if not self._jobs:
+                self._stepping = False
+                self.jobFinished.emit(job.generation, "folder", False)
+                return
         except Exception as exc:
             log.exception("folder run failed")
-            self.failed.emit(generation, "folder", _one_line(exc))
-        self.jobFinished.emit(generation, "folder", self._cancel.is_set())
+            self._close_jobs()
+            self.failed.emit(job.generation, "folder", _one_line(exc))
+            self.jobFinished.emit(job.generation, "folder", False)
+            return
+        self._step.emit()
+
+    def _report(self, job: _Job) -> None:
+        text = f"Classifying {self._done} of {self._total}"
+        self.progress.emit(job.generation, "folder", self._done, self._total, text)
+
+    def _close_jobs(self) -> None:
+        for job in self._jobs:
+            if job.it is not None:
+                job.it.close()
+        self._jobs.clear()
+        self._stepping = False
+
+    @Slot(str, object, object, str, float, str)
+    def render_overlay(self, key: str, source: object, payload: object, cmap: str, opacity: float,
+                       out: str) -> None:  # fmt: skip
+        """The overlay at the image's own resolution, decoded here (never on the GUI thread);
+        saved to ``out`` as PNG, or handed back for the clipboard when ``out`` is ""."""
+        try:
+            from ..core.images import LoadedImage, load_image, to_rgb
+            from ..core.overlay import blend
+
+            grid, geometry = payload
+            if isinstance(source, str):
+                limits = {"max_pixels": self._clf.max_pixels} if self._clf is not None else {}
+                base = load_image(source, **limits).image
+            elif isinstance(source, LoadedImage):
+                base = source.image
+            else:
+                base = to_rgb(source)
+            img = blend(base, grid, geometry, cmap, opacity)
+            if out:
+                img.save(out, format="PNG")
+                self.overlayRendered.emit(out, None, "")
+            else:
+                self.overlayRendered.emit("", np.asarray(img), "")
+        except Exception as exc:
+            log.exception("rendering the overlay of %s failed", key)
+            self.overlayRendered.emit(out, None, _one_line(exc))
+
+    @Slot()
+    def shutdown(self) -> None:
+        self._close_jobs()
+
+
+def loaded_thumb(loaded) -> np.ndarray:
+    return display_array(loaded.image, THUMB_SIDE)
 
 
 class WorkerThread:
@@ -165,6 +388,11 @@ class WorkerThread:
         self.thread.start()
 
     def stop(self, timeout_ms: int = 2000) -> bool:
-        self.worker.cancel()
+        """Cancel what runs (a download or a folder stops within one chunk or batch), let
+        the worker close its jobs, and wait for the thread."""
+        self.worker.stopping()
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        stopped = self.thread.wait(timeout_ms)
+        if stopped:  # the thread is gone: close its half-run jobs (and their decode threads) here
+            self.worker.shutdown()
+        return stopped

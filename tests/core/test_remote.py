@@ -1,0 +1,105 @@
+"""Fetching a dropped web link: size cap, timeout, errors — against a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vit_desktop.core.errors import ImageLoadError
+from vit_desktop.core.remote import fetch_image, is_web_url
+
+_img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), dtype=np.uint8))
+_buf = io.BytesIO()
+_img.save(_buf, format="PNG")
+PNG = _buf.getvalue()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        mode = self.path.strip("/").split("/")[0]
+        if mode == "missing":
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = {"text": b"<html>not an image</html>", "big": PNG * 50}.get(mode, PNG)
+        self.send_response(200)
+        if mode == "huge-declared":
+            self.send_header("Content-Length", str(10**12))
+        elif mode != "big":  # "big" sends no length: the cap must hold while reading
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            if mode == "stall":
+                self.wfile.write(body[:100])
+                self.wfile.flush()
+                self.server.release.wait(10)
+                return
+            if mode != "huge-declared":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture
+def base():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # server_close joins handlers
+    srv.release = threading.Event()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_fetches_and_decodes_like_a_file(base):
+    loaded = fetch_image(f"{base}/ok/a.png")
+    assert loaded.original_size == (90, 60) and loaded.source == f"{base}/ok/a.png"
+    assert np.array_equal(np.asarray(loaded.image), np.asarray(_img))
+
+
+@pytest.mark.parametrize(
+    ("path", "kw", "words"),
+    [
+        ("huge-declared/x.png", {}, "more than the 50 MB"),
+        ("big/x.png", {"max_bytes": len(PNG) * 10}, "more than the"),
+        ("missing/x.png", {}, "404"),
+        ("text/x.png", {}, "not an image"),
+    ],
+)
+def test_refusals_are_one_clear_line(base, path, kw, words):
+    with pytest.raises(ImageLoadError) as err:
+        fetch_image(f"{base}/{path}", **kw)
+    line = err.value.one_line()
+    assert words in line and base in line and "\n" not in line
+
+
+def test_stall_times_out_and_cancel_stops_it(base):
+    t0 = time.monotonic()
+    with pytest.raises(ImageLoadError, match="no answer|longer than"):
+        fetch_image(f"{base}/stall/x.png", timeout=1.0)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ImageLoadError, match="cancelled"):
+        fetch_image(f"{base}/ok/x.png", cancel=lambda: True)
+
+
+def test_refused_connection_and_non_web_links():
+    with pytest.raises(ImageLoadError, match="could not connect"):
+        fetch_image("http://127.0.0.1:9/x.png", timeout=3)  # nothing listens on port 9
+    for bad in ("file:///etc/passwd", "ftp://example.org/x.png", "javascript:alert(1)", "/tmp/x.png"):
+        assert not is_web_url(bad)
+        with pytest.raises(ImageLoadError, match="only http and https"):
+            fetch_image(bad)
