@@ -103,13 +103,14 @@ def _walk(root: Path, recursive: bool, is_image) -> Iterator[str]:
         subdirs = []
         for e in entries:
             try:
-                if e.is_dir():
-                    if recursive:
-                        subdirs.append(Path(e.path))
-                elif is_image(e.name):
-                    yield e.path
-            except OSError:
-                continue
+                is_dir = e.is_dir()
+            except OSError:  # a symlink that loops: the loader will say so, not silence
+                is_dir = False
+            if is_dir:
+                if recursive:
+                    subdirs.append(Path(e.path))
+            elif is_image(e.name):
+                yield e.path
         stack.extend(reversed(subdirs))
 
 
