@@ -1,192 +1,124 @@
-"""Benchmarks, each measured side by side in one run with the two sides interleaved.
+"""Benchmarks, each measured side by side in one run with the sides interleaved.
 
-    python bench/run.py [--quick] [--json OUT.json]
+    python bench/run.py [--quick] [--tiny] [--json OUT.json] [--only KEY,...]
 
 Prints a table; ``--json`` writes one object whose keys are the figure names, each
-``{"value": number, "unit": str, "target": number|null, "ok": bool|null}``.
+``{"value": number, "unit": str, "target": number|null, "ok": bool|null}`` (value null
+only when a figure could not be measured here, with the reason in the table).
 Models without downloadable weights here are built with random weights (that does not
 change their speed); torchvision's zero-initialised head is re-initialised so that logit
-comparisons are not vacuous.
+comparisons are not vacuous.  ``--quick`` takes under 10 minutes on 2 cores; ``--tiny``
+runs every figure on tiny models and images (a check that the harness works, in seconds).
+With CUDA present, the model-level figures are measured on the GPU too (keys ``…_cuda``).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import platform
-import statistics
+import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import torch
-from torch import nn
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from vit_desktop.core.capture import AttentionCapture
+import torch  # noqa: E402
+from harness import FULL, QUICK, TINY, Figure, Machine, Sizes, cache_dir, image_set, large_jpeg  # noqa: E402
 
-
-@dataclass
-class Figure:
-    key: str
-    value: float
-    unit: str
-    target: float | None
-    higher_is_better: bool
-    note: str = ""
-
-    @property
-    def ok(self) -> bool | None:
-        if self.target is None:
-            return None
-        return self.value >= self.target if self.higher_is_better else self.value <= self.target
-
-    def to_dict(self) -> dict:
-        return {"value": self.value, "unit": self.unit, "target": self.target, "ok": self.ok}
+# key → (target, higher is better, unit): a figure that fails to run is still reported.
+KEYS: dict[str, tuple[float, bool, str]] = {
+    "attention_overhead_ratio": (1.05, False, "x"),
+    "logits_max_abs_diff": (1e-5, False, "abs"),
+    "folder_vs_torchvision_loop": (1.2, True, "x"),
+    "folder_vs_hf_pipeline": (1.5, True, "x"),
+    "large_jpeg_to_result_ratio": (1.3, False, "x"),
+    "window_shown_ms": (1000, False, "ms"),
+    "first_prediction_ms": (3000, False, "ms"),
+    "ui_max_stall_ms": (50, False, "ms"),
+    "rss_growth_ratio": (1.05, False, "x"),
+    "gemm_efficiency": (0.85, True, "ratio"),
+    "vit_h14_518_capture_peak_mb": (400, False, "MB"),
+    "fast_mode_speedup": (1.8, True, "x"),
+    "fast_mode_top1_agreement": (0.995, True, "ratio"),
+}
 
 
-def interleaved(
-    a: Callable[[], object], b: Callable[[], object], repeats: int, warmup: int = 3
-) -> tuple[list[float], list[float]]:
-    """Time ``a`` and ``b`` alternately (A B B A …) so drift hits both equally."""
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
-    for i in range(repeats):
-        order = (a, b) if i % 2 == 0 else (b, a)
-        for fn in order:
-            gc.collect()
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            (ta if fn is a else tb).append(dt)
-    return ta, tb
+def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Figure]]]]:
+    import app_figures
+    import folder_figures
+    import model_figures
+
+    folder = cache_dir(sizes)
+    out: list[tuple[tuple[str, ...], Callable[[], list[Figure]]]] = [
+        (("attention_overhead_ratio", "logits_max_abs_diff"), lambda: model_figures.attention_overhead(sizes)),
+        (("gemm_efficiency",), lambda: model_figures.gemm_efficiency(sizes)),
+        (("fast_mode_speedup", "fast_mode_top1_agreement"), lambda: model_figures.fast_mode(sizes)),
+        (("folder_vs_torchvision_loop", "folder_vs_hf_pipeline"),
+         lambda: folder_figures.folder_throughput(sizes, image_set(sizes, folder / f"folder-{sizes.name}"))),
+        (("large_jpeg_to_result_ratio", "ui_max_stall_ms"),
+         lambda: app_figures.window_figures(sizes, folder, large_jpeg(sizes, folder))),
+        (("window_shown_ms", "first_prediction_ms"), lambda: app_figures.startup(sizes, folder)),
+        (("rss_growth_ratio",), lambda: app_figures.rss_growth(sizes)),
+        (("vit_h14_518_capture_peak_mb",), lambda: model_figures.capture_peak_memory(sizes)),
+    ]  # fmt: skip
+    if torch.cuda.is_available():
+        out += [
+            (("attention_overhead_ratio_cuda", "logits_max_abs_diff_cuda"),
+             lambda: model_figures.attention_overhead(sizes, "cuda", "_cuda")),
+            (("fast_mode_speedup_cuda", "fast_mode_top1_agreement_cuda"),
+             lambda: model_figures.fast_mode(sizes, "cuda", "_cuda")),
+        ]  # fmt: skip
+    return out
 
 
-def _vit_b16() -> nn.Module:
-    from torchvision.models import vit_b_16
-
-    torch.manual_seed(0)
-    m = vit_b_16(weights=None)
-    nn.init.normal_(m.heads.head.weight, std=0.02)
-    return m.eval()
-
-
-def bench_attention_overhead(quick: bool) -> list[Figure]:
-    model = _vit_b16()
-    x = torch.randn(1, 3, 224, 224)
-
-    def plain():
-        with torch.inference_mode():
-            return model(x)
-
-    def ours():
-        with torch.inference_mode(), AttentionCapture(model, keep_qk=True) as cap:
-            out = model(x)
-        cap.collect()
-        return out
-
-    ta, tb = interleaved(ours, plain, repeats=10 if quick else 40)
-    ratio = statistics.median(ta) / statistics.median(tb)
-    diff = float((plain() - ours()).abs().max())
-    return [
-        Figure(
-            "attention_overhead_ratio",
-            round(ratio, 4),
-            "x",
-            1.05,
-            False,
-            f"ViT-B/16 batch 1, 224 px: median {statistics.median(ta) * 1e3:.1f} ms vs "
-            f"{statistics.median(tb) * 1e3:.1f} ms",
-        ),  # fmt: skip
-        Figure("logits_max_abs_diff", diff, "abs", 1e-5, False),
-    ]
-
-
-_PEAK_CHILD = """
-import resource, sys, torch
-from torch import nn
-from torchvision.models import vit_h_14
-from vit_desktop.core.capture import AttentionCapture
-torch.manual_seed(0)
-m = vit_h_14(weights=None, image_size=518).eval()
-nn.init.normal_(m.heads.head.weight, std=0.02)
-x = torch.randn(1, 3, 518, 518)
-with torch.inference_mode():
-    m(x)  # warm: allocator pools and kernels settle before the measured run
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if sys.argv[1] == "capture":
-        with AttentionCapture(m, keep_qk=True) as cap:
-            m(x)
-        cls, q, k = cap.collect()
-        kept = cls.nbytes + q.nbytes + k.nbytes
-    else:
-        m(x)
-        kept = 0
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(after - before, kept)
-"""
-
-
-def bench_h14_capture_memory() -> list[Figure]:
-    """Extra peak memory (KiB of max RSS) of full capture on ViT-H/14 at 518 px, each side in a
-    fresh process after a warm-up forward."""
-    import subprocess
-
-    def run(mode: str) -> tuple[int, int]:
-        out = subprocess.run(
-            [sys.executable, "-c", _PEAK_CHILD, mode], capture_output=True, text=True, check=True
-        )
-        grow, kept = out.stdout.split()
-        return int(grow), int(kept)
-
-    plain, _ = run("plain")
-    cap, kept = run("capture")
-    extra_mb = max(0, cap - plain) / 1024
-    return [
-        Figure(
-            "vit_h14_518_capture_peak_mb",
-            round(extra_mb, 1),
-            "MB",
-            400,
-            False,
-            f"captured arrays {kept / 1e6:.0f} MB (CLS rows + float16 queries and keys)",
-        ),  # fmt: skip
-    ]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
+def _failed(keys: tuple[str, ...], exc: BaseException) -> list[Figure]:
+    reason = f"not measured: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    figs = []
+    for k in keys:
+        target, higher, unit = KEYS.get(k.removesuffix("_cuda"), (None, False, ""))
+        figs.append(Figure(k, None, unit, target, higher, reason))
+    return figs
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats (CI)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (under 10 minutes on 2 cores)")
+    p.add_argument("--tiny", action="store_true", help="tiny models and images: checks the harness runs")
     p.add_argument("--json", metavar="OUT", help="write the figures as JSON")
+    p.add_argument("--only", metavar="KEY,...", help="run only the benchmarks giving these figures")
     args = p.parse_args(argv)
-    figures = bench_attention_overhead(args.quick)
-    if not args.quick:
-        figures += bench_h14_capture_memory()
-    print(f"# {machine()}")
-    print(f"{'figure':<28} {'value':>12} {'unit':<5} {'target':>8}  ok")
-    for f in figures:
-        t = "" if f.target is None else f"{f.target:g}"
-        print(f"{f.key:<28} {f.value:>12.6g} {f.unit:<5} {t:>8}  {f.ok}  {f.note}")
+    sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    only = set(args.only.split(",")) if args.only else None
+    machine = Machine()
+    print(f"# {machine.line()}; {sizes.name} run", flush=True)
+    figures: list[Figure] = []
+    for keys, run in benchmarks(sizes):
+        if only and not only & set(keys):
+            continue
+        t0 = time.perf_counter()
+        try:
+            figs = run()
+        except Exception as exc:  # one broken benchmark must not hide the others
+            traceback.print_exc()
+            figs = _failed(keys, exc)
+        for f in figs:
+            _print(f)
+        print(f"#   ({time.perf_counter() - t0:.0f} s)", flush=True)
+        figures += figs
+    print(f"# load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({f.key: f.to_dict() for f in figures}, fh, indent=1)
     return 0
+
+
+def _print(f: Figure) -> None:
+    t = "" if f.target is None else f"{'≥' if f.higher_is_better else '≤'}{f.target:g}"
+    v = "—" if f.value is None else f"{f.value:.6g}"
+    ok = {True: "yes", False: "NO", None: "?"}[f.ok]
+    print(f"{f.key:<28} {v:>10} {f.unit:<5} {t:>8} {ok:>3}  {f.note}", flush=True)
 
 
 if __name__ == "__main__":

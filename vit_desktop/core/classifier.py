@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import time
@@ -19,7 +20,7 @@ from torch import nn
 from . import catalog, maps, weights
 from .capture import AttentionCapture
 from .checkpoints import BuiltModel, load_checkpoint
-from .devices import free_device_memory, is_out_of_memory, resolve_device
+from .devices import fast_dtype, free_device_memory, is_out_of_memory, resolve_device
 from .errors import (
     CheckpointError,
     CorruptCacheError,
@@ -35,6 +36,18 @@ from .results import AttentionResult, ClassificationResult, ImageFailure, Predic
 ImageInput = str | os.PathLike[str] | Image.Image | LoadedImage
 Outcome = ClassificationResult | ImageFailure
 ATTENTION_MODES = ("none", "peak", "cls", "full")
+
+#: Images per forward pass in folder mode: at 4–8 images ViT-B/16's matrix multiplies run
+#: near the machine's GEMM speed on a CPU (one image at a time reaches ~75% of it); more
+#: only adds latency and memory (bench/RESULTS.md, ``gemm_efficiency``).
+FOLDER_BATCH = 8
+
+#: What fast mode trades, in words for a menu tooltip or ``--help``.
+FAST_MODE_TRADE = (
+    "Fast mode runs the model in bfloat16 on CPUs with bfloat16 instructions (float16 on a GPU): "
+    "about twice as fast, but probabilities differ slightly from float32 and a near-tie can "
+    "change the top class; the model takes 50% more memory while it is on. Off by default."
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +82,46 @@ class Classifier:
         self.device = device
         self.max_pixels = max_pixels
         self.notices: list[str] = []  # things a person should be told (e.g. a CPU fallback)
-        self.dtype = torch.float32
+        self.dtype = torch.float32  # what the model computes in: float32, or fast mode's dtype
+        self._fast_module: nn.Module | None = None  # a low-precision copy while fast mode is on
         self.module.to(device)
+
+    # -- fast mode -----------------------------------------------------------------------
+    @property
+    def fast(self) -> bool:
+        """Whether fast mode (low-precision compute) is on."""
+        return self._fast_module is not None
+
+    def fast_unavailable_reason(self) -> str | None:
+        """None when fast mode can be used on this device, else one sentence saying why not."""
+        dtype, why = fast_dtype(self.device)
+        return None if dtype is not None else why
+
+    def set_fast(self, on: bool) -> str | None:
+        """Turn fast mode on or off; returns None when done, or why it is not available here
+        (then the classifier stays in float32).
+
+        On: a copy of the model cast to bfloat16 (CPU with native bfloat16) or float16 (GPU)
+        runs every later forward pass; the float32 model is kept, so turning it off gives
+        exactly the float32 results again.  Captured CLS rows stay float32."""
+        if not on:
+            self._fast_module = None
+            self.dtype = torch.float32
+            return None
+        dtype, why = fast_dtype(self.device)
+        if dtype is None:
+            self._fast_module = None
+            self.dtype = torch.float32
+            return why
+        if self._fast_module is None or self.dtype != dtype:
+            self._fast_module = copy.deepcopy(self.module).to(self.device, dtype=dtype).eval()
+            self.dtype = dtype
+        return None
+
+    @property
+    def active_module(self) -> nn.Module:
+        """The module that runs: the float32 model, or its fast-mode copy."""
+        return self._fast_module if self._fast_module is not None else self.module
 
     # -- input ---------------------------------------------------------------------------
     def prepare(self, item: ImageInput, source: str | None = None) -> Prepared:
@@ -92,13 +143,14 @@ class Classifier:
     # -- forward -------------------------------------------------------------------------
     def _forward(self, batch: torch.Tensor, mode: str):
         with torch.inference_mode():
+            module = self.active_module
             x = batch.to(self.device, dtype=self.dtype, non_blocking=True)
             if mode == "none":
-                logits = self.module(x)
+                logits = module(x)
                 return logits.float().cpu(), None
             keep_qk = mode == "full" or (mode == "peak" and maps.DEFAULT_MAP.kind == "rollout")
-            with AttentionCapture(self.module, keep_qk=keep_qk) as cap:
-                logits = self.module(x)
+            with AttentionCapture(module, keep_qk=keep_qk) as cap:
+                logits = module(x)
             return logits.float().cpu(), cap.collect()
 
     def forward(self, batch: torch.Tensor, mode: str = "full"):
@@ -110,11 +162,19 @@ class Classifier:
                 if is_out_of_memory(exc):
                     raise DeviceError("out of memory on the CPU; try a smaller batch or model") from None
                 raise
+            was_fast = self.fast
+            self._fast_module = None
             free_device_memory(self.device)
             old = self.device
             self.device = torch.device("cpu")
             self.module.to(self.device)
             self.notices.append(f"{old.type.upper()} ran out of memory; switched to the CPU")
+            if was_fast:
+                why = self.set_fast(True)
+                if why:
+                    self.notices.append(f"fast mode is off: {why}")
+            else:
+                self.dtype = torch.float32
             return self._forward(batch, mode)
 
     # -- results -------------------------------------------------------------------------
@@ -175,7 +235,7 @@ class Classifier:
         results = iter(self._results(good, mode, top_k) if good else [])
         return [next(results) if isinstance(p, Prepared) else p for p in prepared]
 
-    def iter_classify(self, paths: Iterable[ImageInput], batch_size: int = 16, top_k: int = 5,
+    def iter_classify(self, paths: Iterable[ImageInput], batch_size: int = FOLDER_BATCH, top_k: int = 5,
                       attention: bool | str = "none", cancel: Callable[[], bool] | None = None,
                       workers: int | None = None) -> Iterator[Outcome]:  # fmt: skip
         """Classify many images in input order, decoding the next ones on threads while
@@ -298,10 +358,21 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
                     device: str = "auto", *, pretrained: bool = True,
                     progress: weights.Progress | None = None,
                     cancel: weights.Cancel | None = None, allow_download: bool = True,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Classifier:  # fmt: skip
+                    max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False) -> Classifier:  # fmt: skip
     """A ready classifier for a catalog id, a catalog entry or a checkpoint path.
 
-    ``pretrained=False`` builds the architecture with random weights (speed figures)."""
+    ``pretrained=False`` builds the architecture with random weights (speed figures).
+    ``fast=True`` turns fast mode on (see :meth:`Classifier.set_fast`); where it is not
+    available the classifier stays in float32 and says why in ``notices``."""
+    clf = _load(model, device, pretrained, progress, cancel, allow_download, max_pixels)
+    if fast:
+        why = clf.set_fast(True)
+        if why:
+            clf.notices.append(f"fast mode is off: {why}")
+    return clf
+
+
+def _load(model, device, pretrained, progress, cancel, allow_download, max_pixels) -> Classifier:
     dev = resolve_device(device)
     if isinstance(model, catalog.ModelEntry):
         entry: catalog.ModelEntry | None = model
@@ -334,6 +405,8 @@ def default_model_id() -> str:
 
 
 __all__ = [
+    "FAST_MODE_TRADE",
+    "FOLDER_BATCH",
     "Classifier",
     "CheckpointError",
     "default_model_id",

@@ -70,3 +70,54 @@ def free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps" and _mps_available():
         torch.mps.empty_cache()
+
+
+# -- fast mode: lower-precision compute where the hardware does it natively --------------
+
+_X86_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX on x86, the
+    BF16 extension on Arm) and PyTorch's oneDNN can use it.  Without it bfloat16 is emulated
+    and slower than float32."""
+    flags = _cpu_flags()
+    native = any(f in flags for f in _X86_BF16_FLAGS) or "bf16" in flags
+    if not native:
+        return False
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else True
+    except Exception:
+        return False
+
+
+def fast_dtype(device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The dtype fast mode computes in on ``device`` and what that is, or (None, why not).
+
+    bfloat16 on CPUs with native bfloat16 arithmetic, float16 on CUDA and Apple GPUs."""
+    if device.type == "cuda":
+        return torch.float16, "float16 on the GPU"
+    if device.type == "mps":
+        return torch.float16, "float16 on the Apple GPU"
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return torch.bfloat16, "bfloat16 on the CPU"
+        return None, (
+            "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or Arm BF16), "
+            "where fast mode would be slower than float32"
+        )
+    return None, f"fast mode is not available on {device.type.upper()}"
