@@ -115,8 +115,19 @@ def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_m
         else:
             done(0)
 
+    poll = QTimer()
+    poll.setInterval(50)
+
+    def ready() -> None:  # every image done and the current overlay drawn
+        if win.idle() and (not expect_result or win.current_map() is not None):
+            poll.stop()
+            shoot()
+
+    poll.timeout.connect(ready)
+
     def on_drawn() -> None:
-        QTimer.singleShot(50, shoot)
+        if not poll.isActive():
+            poll.start()
 
     def on_failed(what: str, message: str) -> None:
         done(2, message)
@@ -125,7 +136,7 @@ def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_m
     win.overlayDrawn.connect(on_drawn)
     win.errorShown.connect(on_failed)
     if not expect_result:
-        win.modelReady.connect(lambda _id: QTimer.singleShot(50, shoot))
+        win.modelReady.connect(lambda _id: poll.start())
     QTimer.singleShot(timeout_ms, lambda: done(2, "timed out waiting for the result"))
     app.exec()
     return state["rc"] if state["rc"] is not None else 2

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QGuiApplication, QIcon, QImage, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -110,6 +111,12 @@ class MainWindow(FileActions, QMainWindow):
         self.gallery.setResizeMode(QListWidget.ResizeMode.Adjust)
         self.gallery.setMovement(QListWidget.Movement.Static)
         self.gallery.setWordWrap(True)
+        self.gallery.setGridSize(QSize(THUMB + 40, THUMB + 44))
+        self.gallery.setUniformItemSizes(True)
+        self.gallery.setMinimumHeight(THUMB + 56)  # one row of thumbnails with their labels
+        blank = QPixmap(THUMB, THUMB)
+        blank.fill(Qt.GlobalColor.transparent)
+        self._blank_icon = QIcon(blank)  # keeps the grid aligned until the thumbnail arrives
         self.gallery.setAccessibleName("Gallery")
         self.gallery.currentItemChanged.connect(self._on_gallery)
         self._docks = {}
@@ -118,10 +125,20 @@ class MainWindow(FileActions, QMainWindow):
                                    ("Gallery", self.gallery, Qt.DockWidgetArea.BottomDockWidgetArea)):  # fmt: skip
             dock = QDockWidget(name, self)
             dock.setObjectName(name)
+            if widget is self.attention:  # scrolls instead of overlapping on small screens
+                scroll = QScrollArea()
+                scroll.setWidget(widget)
+                scroll.setWidgetResizable(True)
+                scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+                scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+                scroll.setMinimumWidth(300)
+                widget = scroll
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self._docks[name] = dock
 
+        # The right-hand panels run the full height; the gallery sits under the image only.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.status_model = QLabel("Starting…")
         self.status_device = QLabel("")
         self.status_time = QLabel("")
@@ -351,7 +368,7 @@ class MainWindow(FileActions, QMainWindow):
             item = self.items.get(key)
             if item is None:
                 item = Item(key, label, source)
-                item.list_item = QListWidgetItem(label)
+                item.list_item = QListWidgetItem(self._blank_icon, label)
                 item.list_item.setData(Qt.ItemDataRole.UserRole, key)
                 item.list_item.setToolTip(key)
                 self.gallery.addItem(item.list_item)
@@ -410,11 +427,21 @@ class MainWindow(FileActions, QMainWindow):
         item.list_item.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
         item.list_item.setToolTip(f"{key}\n{top.label}: {top.prob * 100:.1f}%")
         if shown.thumb is not None:
-            item.list_item.setIcon(QIcon(QPixmap.fromImage(render.rgb_to_qimage(shown.thumb))))
+            item.list_item.setIcon(self._square_icon(render.rgb_to_qimage(shown.thumb)))
         if shown.detailed:
             self.status_time.setText(f"{res.latency_ms:.0f} ms")
         if key == self.current:
             self._show(item)
+
+    @staticmethod
+    def _square_icon(img: QImage) -> QIcon:
+        """The thumbnail centred on a square, so labels line up under every image."""
+        pix = QPixmap(THUMB, THUMB)
+        pix.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pix)
+        painter.drawImage((THUMB - img.width()) // 2, (THUMB - img.height()) // 2, img)
+        painter.end()
+        return QIcon(pix)
 
     def _set_error(self, item: Item, message: str) -> None:
         item.error = message
@@ -485,6 +512,11 @@ class MainWindow(FileActions, QMainWindow):
             self.statusBar().showMessage(f"Cancelled: {done} classified so far are kept (File › Export Results)",
                                          8000)  # fmt: skip
         self.jobDone.emit(cancelled)
+
+    def idle(self) -> bool:
+        """Nothing is loading, running or waiting: every image has its result or its error."""
+        return (self.model_ready and not self._busy
+                and all(i.result is not None or i.error is not None for i in self.items.values()))  # fmt: skip
 
     def _cancel(self) -> None:
         self.worker.worker.cancel()

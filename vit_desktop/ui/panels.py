@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPixmap
+from PySide6.QtGui import QGuiApplication, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -44,6 +45,7 @@ class PredictionsPanel(QWidget):
         head.addRow("Top-k", self.k)
         lay.addLayout(head)
         self.rows = QGridLayout()
+        self._row_widgets: list[tuple[QLabel, QProgressBar]] = []
         lay.addLayout(self.rows)
         self.copy = QPushButton("Copy top label")
         self.copy.clicked.connect(self.copy_label)
@@ -65,21 +67,28 @@ class PredictionsPanel(QWidget):
         return [(names.get(int(i), f"class {int(i)}"), float(probs[i])) for i in order]
 
     def _refill(self) -> None:
-        while self.rows.count():
-            w = self.rows.takeAt(0).widget()
-            if w is not None:
-                w.deleteLater()
-        for r, (label, prob) in enumerate(self.labels()):
-            name = QLabel(label)
+        """Rows are made once and reused: nothing is created or deleted per result."""
+        rows = self.labels()
+        while len(self._row_widgets) < len(rows):
+            name = QLabel()
             name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             bar = QProgressBar()
             bar.setRange(0, 1000)
-            bar.setValue(int(round(prob * 1000)))
-            bar.setFormat(f"{prob * 100:.1f}%")
             bar.setTextVisible(True)
             bar.setMaximumHeight(18)
+            r = len(self._row_widgets)
             self.rows.addWidget(name, r, 0)
             self.rows.addWidget(bar, r, 1)
+            self._row_widgets.append((name, bar))
+        for r, (name, bar) in enumerate(self._row_widgets):
+            if r < len(rows):
+                label, prob = rows[r]
+                name.setText(label)
+                bar.setValue(int(round(prob * 1000)))
+                bar.setFormat(f"{prob * 100:.1f}%")
+                bar.setAccessibleName(f"{label}: {prob * 100:.1f}%")
+            name.setVisible(r < len(rows))
+            bar.setVisible(r < len(rows))
 
     def copy_label(self) -> None:
         if self._result is not None:
@@ -142,7 +151,10 @@ class AttentionPanel(QWidget):
         self.heads_box = QWidget()
         self.heads_grid = QGridLayout(self.heads_box)
         self.heads_grid.setSpacing(3)
-        form.addRow("All heads", self.heads_box)
+        self.heads_grid.setContentsMargins(0, 0, 0, 0)
+        self._head_buttons: list[QToolButton] = []
+        form.addRow(QLabel("All heads (this layer)"))
+        form.addRow(self.heads_box)
         for w, sig in ((self.kind, "currentIndexChanged"), (self.layer, "valueChanged"),
                        (self.head, "currentIndexChanged"), (self.fusion, "currentIndexChanged"),
                        (self.discard, "valueChanged"), (self.opacity, "valueChanged"),
@@ -192,16 +204,27 @@ class AttentionPanel(QWidget):
         self._on_change()
 
     def set_head_images(self, pixmaps: list[QPixmap]) -> None:
-        while self.heads_grid.count():
-            w = self.heads_grid.takeAt(0).widget()
-            if w is not None:
-                w.deleteLater()
+        """One small map per head of the current layer; clicking one shows that head.
+        The buttons are made once and reused."""
         cols = 4
-        for i, pm in enumerate(pixmaps):
-            lab = QLabel()
-            lab.setPixmap(pm)
-            lab.setToolTip(f"head {i + 1}")
-            self.heads_grid.addWidget(lab, i // cols, i % cols)
+        while len(self._head_buttons) < len(pixmaps):
+            i = len(self._head_buttons)
+            btn = QToolButton()
+            btn.setAutoRaise(True)
+            btn.setToolTip(f"head {i + 1}: click to show it")
+            btn.setAccessibleName(f"Head {i + 1}")
+            btn.clicked.connect(lambda _=False, h=i: self.show_head(h))
+            self.heads_grid.addWidget(btn, i // cols, i % cols)
+            self._head_buttons.append(btn)
+        for i, btn in enumerate(self._head_buttons):
+            if i < len(pixmaps):
+                btn.setIcon(QIcon(pixmaps[i]))
+                btn.setIconSize(pixmaps[i].size())
+            btn.setVisible(i < len(pixmaps))
+
+    def show_head(self, head: int) -> None:
+        self.kind.setCurrentIndex(self.kind.findData("cls"))
+        self.head.setCurrentIndex(head)
 
     def _update_enabled(self) -> None:
         kind = self.kind.currentData()
