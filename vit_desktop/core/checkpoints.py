@@ -19,6 +19,7 @@ import math
 import os
 import pickle
 import re
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +53,17 @@ class BuiltModel:
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and string metadata from a .safetensors or .pth/.pt file, safely."""
     name = path.name
-    if not path.exists():
-        raise CheckpointError(f"{name}: no such file")
-    if path.is_dir():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise CheckpointError(f"{name}: is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):  # a pipe or device would block or never end
+        raise CheckpointError(f"{name}: is not a regular file (a pipe or a device), not a checkpoint")
+    if info.st_size == 0:
         raise CheckpointError(f"{name}: the file is empty")
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError, safe_open
