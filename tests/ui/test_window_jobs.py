@@ -444,3 +444,31 @@ def test_window_is_shown_before_torch_is_imported(tmp_path):
     assert events["window_shown"][0] <= events["model_ready"][0] <= events["first_prediction_drawn"][0]
     with Image.open(out) as shot:
         assert shot.size[0] >= 800
+
+
+def test_fast_mode_toggle_recomputes_and_persists(qtbot, make_window, tmp_path):
+    import torch
+
+    from vit_desktop.core.devices import fast_dtype
+
+    win = make_window()
+    path, s = _shape_file(tmp_path, 8)
+    win.add_paths([str(path)])
+    before = _wait_result(qtbot, win, str(path)).result
+    dtype, why = fast_dtype(torch.device("cpu"))
+    with qtbot.waitSignal(win.worker.worker.fastState, timeout=30_000) as state:
+        win.fast_action.trigger()
+    assert win.settings.fast
+    if dtype is None:  # this CPU has no fast path: the menu says why and stays off
+        assert state.args == [False, why] and not win.fast_action.isChecked()
+        return
+    assert state.args == [True, ""] and win.fast_action.isChecked() and "fast" in win.status_device.text()
+    qtbot.waitUntil(lambda: win.items[str(path)].detailed and win.items[str(path)].result is not before,
+                    timeout=60_000)  # fmt: skip
+    after = win.items[str(path)].result
+    assert after.top1.label == before.top1.label
+    assert not np.array_equal(after.probs, before.probs)  # really recomputed in lower precision
+    win.close()
+    again = make_window()
+    qtbot.waitUntil(lambda: "fast" in again.status_device.text(), timeout=30_000)
+    assert again.fast_action.isChecked()

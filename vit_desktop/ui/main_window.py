@@ -57,6 +57,7 @@ class MainWindow(FileActions, QMainWindow):
     requestClassify = Signal(int, str, object, int)
     requestMany = Signal(int, list)
     requestCatalog = Signal()
+    requestFast = Signal(bool)
     # key, source, (map, geometry), colormap, opacity, destination ("" = clipboard)
     requestOverlay = Signal(str, object, object, str, float, str)
     # Emitted on the GUI thread (connect plain functions to these, not to the worker's).
@@ -162,6 +163,8 @@ class MainWindow(FileActions, QMainWindow):
         self.requestMany.connect(w.classify_many)
         self.requestCatalog.connect(w.describe)
         self.requestOverlay.connect(w.render_overlay)
+        self.requestFast.connect(w.set_fast)
+        w.fastState.connect(self._on_fast_state)
         w.modelLoaded.connect(self._on_model_loaded)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
@@ -184,6 +187,8 @@ class MainWindow(FileActions, QMainWindow):
         if state is not None:
             self.restoreState(state)
         self.device = device or settings.device
+        if settings.fast:
+            self.requestFast.emit(True)  # queued before the first load: applies to it
         first = model or settings.last_model or ""
         QTimer.singleShot(0, lambda: self.load_model(first, allow_download=bool(model)))
 
@@ -218,6 +223,13 @@ class MainWindow(FileActions, QMainWindow):
         self.menus.modelChosen.connect(self._choose_model)
         self.menus.checkpointRequested.connect(self._choose_checkpoint)
         self.menus.deviceChosen.connect(self._choose_device)
+        self.fast_action = QAction("&Fast Mode (lower precision)", self)
+        self.fast_action.setCheckable(True)
+        self.fast_action.setChecked(self.settings.fast)
+        self.fast_action.setShortcut(QKeySequence("Ctrl+Shift+F"))
+        self.fast_action.toggled.connect(self._toggle_fast)
+        self.menus.device_menu.addSeparator()
+        self.menus.device_menu.addAction(self.fast_action)
         v = mb.addMenu("&View")
         for dock in self._docks.values():
             v.addAction(dock.toggleViewAction())
@@ -259,6 +271,8 @@ class MainWindow(FileActions, QMainWindow):
     def _on_catalog(self, models: list, devices: list) -> None:
         self._catalog = {m["id"]: m for m in models}
         self.menus.fill(models, devices, self.model_id, self.device)
+        self.menus.device_menu.addSeparator()
+        self.menus.device_menu.addAction(self.fast_action)  # fill() cleared the menu
         self._maybe_offer()
 
     def _choose_model(self, entry: dict) -> None:
@@ -284,6 +298,24 @@ class MainWindow(FileActions, QMainWindow):
         if self.model_id:
             self.load_model(self.model_id)
 
+    def _toggle_fast(self, on: bool) -> None:
+        self.settings.fast = on
+        self.requestFast.emit(on)
+
+    def _on_fast_state(self, on: bool, why: str) -> None:
+        self.fast_action.blockSignals(True)
+        self.fast_action.setChecked(on)
+        self.fast_action.blockSignals(False)
+        if why:
+            self.statusBar().showMessage(f"Fast mode is not available here: {why}", 10000)
+        dev = self.status_device.text().split(" ")[0]
+        self.status_device.setText(f"{dev} · fast" if on and dev else dev)
+        if self.model_ready:  # what is on screen is recomputed with the new precision
+            for item in self.items.values():
+                item.detailed, item.detail_gen = False, -1
+            if self.current in self.items and self.items[self.current].error is None:
+                self._request_detail(self.current)
+
     def load_model(self, model: str, allow_download: bool = False) -> None:
         """Load in the worker; queued work for the old model is dropped (latest wins)."""
         self._model_gen = self._next_gen()
@@ -302,7 +334,12 @@ class MainWindow(FileActions, QMainWindow):
         self.requestCatalog.emit()  # refreshes the menus' on-disk marks too
         self.modelReady.emit(model_id)
         self.status_model.setText(name)
-        self.status_device.setText(device.upper())
+        self.status_device.setText(device.upper() + (" · fast" if self.fast_action.isChecked() else ""))
+        if not self.fast_action.toolTip().startswith("Fast mode runs"):
+            from ..core.classifier import FAST_MODE_TRADE  # torch is loaded by now (worker)
+
+            self.fast_action.setToolTip(FAST_MODE_TRADE)
+            self.fast_action.setStatusTip(FAST_MODE_TRADE)
         if notice:
             self.statusBar().showMessage(notice, 8000)
         if model_id != "demo-shapes":

@@ -38,6 +38,14 @@ class Settings:
         self._s.setValue("model/device", value)
 
     @property
+    def fast(self) -> bool:
+        return self._get("model/fast", "false", str) in ("true", "1", "True")
+
+    @fast.setter
+    def fast(self, value: bool) -> None:
+        self._s.setValue("model/fast", "true" if value else "false")
+
+    @property
     def offer_dismissed(self) -> bool:
         return self._get("model/offer_dismissed", "false", str) in ("true", "1", "True")
 

@@ -24,7 +24,7 @@ from ..logs import get_logger
 log = get_logger("worker")
 
 
-def _report(what: str, exc: BaseException) -> str:
+def _explain(what: str, exc: BaseException) -> str:
     """The one line a person sees; the log keeps a traceback only for the unexpected."""
     from ..core.errors import VitDesktopError
 
@@ -88,6 +88,8 @@ class InferenceWorker(QObject):
     catalogReady = Signal(list, list)
     # (destination path or "", rendered overlay as a uint8 RGB array or None, error or "")
     overlayRendered = Signal(str, object, str)
+    # (fast mode on?, why it could not be turned on or "")
+    fastState = Signal(bool, str)
     _step = Signal()  # queued to itself: one folder batch per event-loop turn
 
     def __init__(self) -> None:
@@ -96,6 +98,7 @@ class InferenceWorker(QObject):
         self._cancel = threading.Event()
         self._stopping = threading.Event()  # the window is closing: stop between layers
         self._in_job = False
+        self._want_fast = False
         self._latest = 0
         self._latest_detail = 0
         self._lock = threading.Lock()
@@ -114,18 +117,21 @@ class InferenceWorker(QObject):
         self._stopping.set()
         self._cancel.set()
 
-    def _check_interrupt(self, module, args) -> None:
-        """A forward pre-hook on every attention layer: a long forward (a big model on a slow
-        CPU) stops at the next layer when the window closes or a folder run is cancelled."""
-        if self._stopping.is_set() or (self._in_job and self._cancel.is_set()):
-            raise _Interrupted()
-
     def _watch(self, clf) -> None:
+        """A forward pre-hook on every attention layer: a long forward (a big model on a slow
+        CPU) stops at the next layer when the window closes or a folder run is cancelled.
+        A plain function (not a bound method), so fast mode's copy of the model keeps it."""
         from torch import nn
+
+        worker, stopping, cancel = self, self._stopping, self._cancel
+
+        def check(module, args) -> None:
+            if stopping.is_set() or (worker._in_job and cancel.is_set()):
+                raise _Interrupted()
 
         for m in clf.module.modules():
             if isinstance(m, nn.MultiheadAttention):
-                m.register_forward_pre_hook(self._check_interrupt)
+                m.register_forward_pre_hook(check)
 
     def bump(self, generation: int) -> None:
         with self._lock:
@@ -168,11 +174,28 @@ class InferenceWorker(QObject):
             clf = load_classifier(model, device=device, progress=progress, cancel=self._cancel.is_set,
                                   allow_download=allow_download)  # fmt: skip
             self._watch(clf)
+            if self._want_fast:
+                why = clf.set_fast(True)
+                if why:
+                    clf.notices.append(f"fast mode is not available: {why}")
             self._clf = clf
+            self.fastState.emit(clf.fast, "")
             note = "; ".join(clf.notices)
             self.modelLoaded.emit(generation, clf.model_id, clf.display_name, clf.device.type, note)
         except Exception as exc:  # reported, never swallowed
-            self.failed.emit(generation, "model", _report(f"loading {model} failed", exc))
+            self.failed.emit(generation, "model", _explain(f"loading {model} failed", exc))
+
+    @Slot(bool)
+    def set_fast(self, on: bool) -> None:
+        """Fast mode (bfloat16 on CPUs that have it, float16 on a GPU), kept across models."""
+        self._want_fast = on
+        if self._clf is None:
+            return
+        try:
+            why = self._clf.set_fast(on)
+            self.fastState.emit(self._clf.fast, why or "")
+        except Exception as exc:
+            self.fastState.emit(False, _explain("fast mode failed", exc))
 
     @Slot()
     def describe(self) -> None:
@@ -223,7 +246,7 @@ class InferenceWorker(QObject):
         except _Interrupted:
             return
         except Exception as exc:
-            self.failed.emit(generation, key, _report(f"classifying {key} failed", exc))
+            self.failed.emit(generation, key, _explain(f"classifying {key} failed", exc))
 
     # -- folders: a queue of jobs, one batch per event-loop turn ----------------------------
     @Slot(int, list)
