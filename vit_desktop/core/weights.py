@@ -311,6 +311,8 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
             raise WeightsError(
                 f"download of {entry.filename} was interrupted after {done} of {total} bytes; try again"
             )
+        if done == 0:
+            raise WeightsError(f"download of {entry.filename}: the server sent nothing; try again")
         digest = h.hexdigest()
         if not hash_matches(digest, entry.sha256):
             raise ChecksumError(
