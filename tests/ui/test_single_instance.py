@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import QDir, QUrl
 from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
@@ -99,7 +99,7 @@ def test_a_garbled_message_is_refused_and_the_server_keeps_serving(qtbot):
     server.pathsReceived.connect(seen.append)
     proc = _client(RAW_CLIENT, server.name, '{"not": "paths"}')
     qtbot.waitUntil(lambda: proc.poll() is not None, timeout=30000)
-    assert proc.stdout.read().strip() == "error" and seen == []
+    assert proc.communicate()[0].strip() == "error" and seen == []
     with qtbot.waitSignal(server.pathsReceived, timeout=30000):
         proc = _client(CLIENT, server.name, "/tmp/ok.png")
     assert proc.communicate(timeout=30)[0].strip() == "True"
@@ -128,7 +128,9 @@ def test_a_socket_left_by_a_crashed_copy_is_replaced(qapp, tmp_path):
     )
     assert holder.stdout.readline().strip() == "True"
     holder.kill()  # no clean-up: on Unix the socket file stays behind
-    holder.wait(10)
+    holder.communicate(timeout=10)
+    if sys.platform != "win32":
+        assert Path(QDir.tempPath(), name).exists()
     assert si.send_to_running([], name=name) is False
     server = si.SingleInstance(name)
     assert server.listen() and server.is_listening()

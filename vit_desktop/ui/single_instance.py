@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QEvent, QObject, Signal
-from PySide6.QtNetwork import QAbstractSocket, QLocalServer, QLocalSocket
+from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
 from ..logs import get_logger
 
@@ -95,15 +95,15 @@ class SingleInstance(QObject):
         self._buffers: dict[QLocalSocket, bytes] = {}
 
     def listen(self) -> bool:
-        """Start listening.  False when another copy already answers on the name (it keeps it)."""
+        """Start listening.  False when another copy already answers on the name (it keeps it).
+
+        Asked first: with ``UserAccessOption`` Qt binds in a private folder and renames the
+        socket into place, replacing any file of that name, live or not."""
+        if _answers(self.name):
+            return False
+        QLocalServer.removeServer(self.name)  # a socket file left by a copy that crashed
         if self.server.listen(self.name):
             return True
-        if self.server.serverError() == QAbstractSocket.SocketError.AddressInUseError:
-            if _answers(self.name):
-                return False
-            QLocalServer.removeServer(self.name)  # left behind by a copy that crashed
-            if self.server.listen(self.name):
-                return True
         log.warning("single instance: cannot listen on %s: %s", self.name, self.server.errorString())
         return False
 
@@ -111,7 +111,12 @@ class SingleInstance(QObject):
         return self.server.isListening()
 
     def close(self) -> None:
-        self.server.close()  # removes the socket file on Unix
+        """Stop listening (removes the socket file on Unix) and drop open connections.  Their
+        signals are disconnected first: a socket destroyed later must not call back into
+        Python objects that are gone."""
+        self.server.close()
+        for sock in list(self._buffers):
+            self._forget(sock)
 
     def _on_connection(self) -> None:
         while self.server.hasPendingConnections():
@@ -121,7 +126,11 @@ class SingleInstance(QObject):
             sock.disconnected.connect(lambda s=sock: self._forget(s))
 
     def _forget(self, sock: QLocalSocket) -> None:
-        self._buffers.pop(sock, None)
+        if self._buffers.pop(sock, None) is None:
+            return
+        sock.readyRead.disconnect()
+        sock.disconnected.disconnect()
+        sock.abort()
         sock.deleteLater()
 
     def _on_ready(self, sock: QLocalSocket) -> None:
@@ -131,8 +140,7 @@ class SingleInstance(QObject):
         if b"\n" not in data:
             if len(data) > MAX_MESSAGE:
                 log.warning("single instance: message too long; dropped")
-                self._buffers.pop(sock, None)
-                sock.abort()
+                self._forget(sock)
             else:
                 self._buffers[sock] = data
             return
