@@ -33,7 +33,7 @@ log = get_logger("single_instance")
 ENV_SWITCH = "VIT_DESKTOP_SINGLE_INSTANCE"  # "0": every start opens its own window
 ENV_NAME = "VIT_DESKTOP_INSTANCE_NAME"  # a different socket name (tests run side by side)
 MAX_MESSAGE = 4 << 20  # bytes; far more than any list of paths a file manager sends
-TIMEOUT_MS = 2000
+TIMEOUT_MS = 5000  # for the running copy's answer; its GUI thread may be busy drawing for a moment
 
 
 def enabled(env: dict[str, str] | None = None) -> bool:
@@ -66,7 +66,7 @@ def send_to_running(paths: Sequence[str], name: str | None = None, timeout_ms: i
     """True when a running copy took the paths (and came to the front); False when none answered."""
     sock = QLocalSocket()
     sock.connectToServer(name or server_name())
-    if not sock.waitForConnected(timeout_ms):
+    if not sock.waitForConnected(min(timeout_ms, 1000)):  # a listening socket accepts at once
         return False
     payload = json.dumps({"paths": _absolute(paths)}).encode("ascii") + b"\n"
     sock.write(QByteArray(payload))
