@@ -220,3 +220,21 @@ def test_undecodable_name_that_fails_is_reported_not_fatal(tmp_path):
     assert r.returncode == 1, r.stderr
     text = out.read_text(encoding="utf-8")
     assert "ok.png" in text and "bro\\udcefken.jpg" in text
+
+
+def test_checkpoint_with_a_labels_file(folder, tmp_path):
+    import torch
+
+    from tests.core.test_checkpoints import _tv
+
+    torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nbird\n")
+    path = next(p for p in sorted(folder[0].iterdir()) if p.suffix == ".png")
+    r = run("classify", str(path), "--model", str(tmp_path / "net.pth"), "--labels", str(names), "--top-k", "3")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout.splitlines()[0])
+    assert {p["label"] for p in row["top_k"]} == {"cat", "dog", "bird"}
+    names.write_text("cat\ndog\n")
+    r = run("classify", str(path), "--model", str(tmp_path / "net.pth"), "--labels", str(names))
+    assert r.returncode == 2 and "2 labels but" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     c.add_argument("--model", default=None, help="catalog id or checkpoint path (default: "
                    "ViT-B/16 when its weights are cached, else demo-shapes)")  # fmt: skip
+    c.add_argument("--labels", metavar="FILE", help="labels for a checkpoint (.txt one per line, or .json) "
+                   "instead of NAME.labels.txt next to it")
     c.add_argument("--top-k", type=int, default=5)
     c.add_argument("--format", choices=("json", "csv", "table"), default=None,
                    help="default: table on a terminal, json otherwise")  # fmt: skip
@@ -203,7 +205,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise _UsageError("--batch-size must be at least 1")
     model = args.model or default_model_id()
     clf = load_classifier(model, device=args.device, allow_download=not args.offline,
-                          progress=_download_progress(), fast=args.fast)  # fmt: skip
+                          progress=_download_progress(), fast=args.fast, labels=args.labels)  # fmt: skip
     told = _tell(clf.notices, 0)
     fmt = args.format or ("table" if sys.stdout and sys.stdout.isatty() and not args.output else "json")
     out_dir = Path(args.attention_out) if args.attention_out else None

@@ -91,6 +91,26 @@ def test_labels_json_dict(tmp_path):
     assert load_checkpoint(tmp_path / "n.pth").labels == ("a", "b", "c")
 
 
+def test_labels_file_chosen_apart_from_the_checkpoint(tmp_path):
+    ref = _tv(hidden_dim=192, num_heads=3, num_classes=3)
+    torch.save(ref.state_dict(), tmp_path / "n.pth")
+    (tmp_path / "n.labels.txt").write_text("x\ny\nz\n")  # the chosen file wins over the sidecar
+    chosen = tmp_path / "elsewhere" / "names.txt"
+    chosen.parent.mkdir()
+    chosen.write_text("cat\ndog\nbird\n")
+    assert load_checkpoint(tmp_path / "n.pth", labels=chosen).labels == ("cat", "dog", "bird")
+    as_json = tmp_path / "names.json"
+    as_json.write_text(json.dumps(["a", "b", "c"]))
+    clf = load_classifier(tmp_path / "n.pth", device="cpu", labels=as_json)
+    assert clf.labels == ("a", "b", "c")
+    short = tmp_path / "short.txt"
+    short.write_text("only\none\n")
+    with pytest.raises(CheckpointError, match="2 labels but .* 3 classes"):
+        load_checkpoint(tmp_path / "n.pth", labels=short)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "n.pth", labels=tmp_path / "missing.txt")
+
+
 def test_labels_with_wrong_count_is_an_error(tmp_path):
     ref = _tv(hidden_dim=192, num_heads=3, num_classes=3)
     torch.save(ref.state_dict(), tmp_path / "n.pth")

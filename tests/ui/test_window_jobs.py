@@ -474,3 +474,21 @@ def test_fast_mode_toggle_recomputes_and_persists(qtbot, make_window, tmp_path):
     again = make_window()
     qtbot.waitUntil(lambda: "fast" in again.status_device.text(), timeout=30_000)
     assert again.fast_action.isChecked()
+
+
+def test_checkpoint_with_a_chosen_labels_file(qtbot, make_window, tmp_path):
+    import torch
+
+    from tests.core.test_checkpoints import _tv
+
+    torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nbird\n")
+    win = make_window()
+    with qtbot.waitSignal(win.modelReady, timeout=60_000):
+        win.load_model(str(tmp_path / "net.pth"), labels=str(names))
+    path, _ = _shape_file(tmp_path, 2)
+    win.add_paths([str(path)])
+    res = _wait_result(qtbot, win, str(path)).result
+    assert {p.label for p in res.top_k} == {"cat", "dog", "bird"}
+    assert win.status_model.text() == "net" and win.model_id == str(tmp_path / "net.pth")

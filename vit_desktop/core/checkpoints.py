@@ -141,13 +141,21 @@ def _sidecar(path: Path, suffix: str) -> Path | None:
 
 
 def read_labels(
-    path: Path, num_classes: int, meta: dict[str, str]
+    path: Path, num_classes: int, meta: dict[str, str], labels_path: Path | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Labels for a checkpoint and any warnings; a count mismatch is an error."""
+    """Labels for a checkpoint and any warnings; a count mismatch is an error.
+
+    ``labels_path`` (a ``.txt`` with one label per line, or a ``.json`` list or index →
+    label object) wins over the sidecar files next to the checkpoint."""
     labels: list[str] | None = None
     source = None
     txt = _sidecar(path, ".labels.txt")
     js = _sidecar(path, ".labels.json")
+    if labels_path is not None:
+        if not labels_path.is_file():
+            raise CheckpointError(f"labels file {labels_path} does not exist")
+        is_json = labels_path.suffix.lower() == ".json"
+        txt, js = (None, labels_path) if is_json else (labels_path, None)
     try:
         if txt is not None:
             lines = txt.read_text(encoding="utf-8-sig").splitlines()
@@ -413,8 +421,10 @@ def family_of(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = None) -> BuiltModel:
-    """Build an eval-mode model from a local checkpoint file."""
+def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = None,
+                    labels: str | os.PathLike[str] | None = None) -> BuiltModel:  # fmt: skip
+    """Build an eval-mode model from a local checkpoint file (``labels``: an optional
+    labels file instead of the ones next to it)."""
     p = Path(path)
     name = p.name
     state, meta = read_state_dict(p)
@@ -440,7 +450,7 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
         )
     _refuse_non_finite(model, name)
     num_classes = _num_classes(model)
-    labels, warns = read_labels(p, num_classes, meta)
+    names, warns = read_labels(p, num_classes, meta, Path(labels) if labels else None)
     try:
         pre = _preprocessing(cfg, image_size, patch)
     except (ValueError, TypeError) as exc:
@@ -452,7 +462,7 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
             f"weights are for {image_size}×{image_size} px in {patch}-px patches"
         )
     model.eval()
-    return BuiltModel(model, family, pre, labels, display_name or p.stem, warns)
+    return BuiltModel(model, family, pre, names, display_name or p.stem, warns)
 
 
 def _refuse_non_finite(model: nn.Module, name: str) -> None:

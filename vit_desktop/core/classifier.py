@@ -20,7 +20,13 @@ from torch import nn
 from . import catalog, maps, weights
 from .capture import AttentionCapture
 from .checkpoints import BuiltModel, load_checkpoint
-from .devices import fast_dtype, free_device_memory, is_out_of_memory, resolve_device
+from .devices import (
+    fast_dtype,
+    free_device_memory,
+    is_out_of_memory,
+    limit_numpy_blas_threads,
+    resolve_device,
+)
 from .errors import (
     CheckpointError,
     CorruptCacheError,
@@ -358,13 +364,16 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
                     device: str = "auto", *, pretrained: bool = True,
                     progress: weights.Progress | None = None,
                     cancel: weights.Cancel | None = None, allow_download: bool = True,
-                    max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False) -> Classifier:  # fmt: skip
+                    max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False,
+                    labels: str | os.PathLike[str] | None = None) -> Classifier:  # fmt: skip
     """A ready classifier for a catalog id, a catalog entry or a checkpoint path.
 
     ``pretrained=False`` builds the architecture with random weights (speed figures).
+    ``labels``: a labels file for a checkpoint (instead of the ones next to it).
     ``fast=True`` turns fast mode on (see :meth:`Classifier.set_fast`); where it is not
     available the classifier stays in float32 and says why in ``notices``."""
-    clf = _load(model, device, pretrained, progress, cancel, allow_download, max_pixels)
+    limit_numpy_blas_threads()  # map maths stay off the cores torch is using
+    clf = _load(model, device, pretrained, progress, cancel, allow_download, max_pixels, labels)
     if fast:
         why = clf.set_fast(True)
         if why:
@@ -372,7 +381,7 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
     return clf
 
 
-def _load(model, device, pretrained, progress, cancel, allow_download, max_pixels) -> Classifier:
+def _load(model, device, pretrained, progress, cancel, allow_download, max_pixels, labels=None) -> Classifier:
     dev = resolve_device(device)
     if isinstance(model, catalog.ModelEntry):
         entry: catalog.ModelEntry | None = model
@@ -380,7 +389,7 @@ def _load(model, device, pretrained, progress, cancel, allow_download, max_pixel
         text = os.fspath(model)
         entry = None if _looks_like_path(text) else catalog.get(text)
     if entry is None:
-        built: BuiltModel = load_checkpoint(Path(os.fspath(model)))
+        built: BuiltModel = load_checkpoint(Path(os.fspath(model)), labels=labels)
         return Classifier(built.module, built.preprocessing, built.labels, os.fspath(model),
                           built.name, dev, max_pixels)  # fmt: skip
     module = _load_catalog_model(entry, pretrained, progress, cancel, allow_download)

@@ -51,8 +51,8 @@ class Item:
 
 
 class MainWindow(FileActions, QMainWindow):
-    # generation, model ("" = the default), device, whether a download is allowed
-    requestLoad = Signal(int, str, str, bool)
+    # generation, model ("" = the default), device, whether a download is allowed, labels file
+    requestLoad = Signal(int, str, str, bool, str)
     # generation, key, source (path, "url:" + link, or image data), request number
     requestClassify = Signal(int, str, object, int)
     requestMany = Signal(int, list)
@@ -86,6 +86,7 @@ class MainWindow(FileActions, QMainWindow):
         self.model_ready = False
         self._busy: set[str] = set()  # long work under way: download, folder, fetch
         self._catalog: dict[str, dict] = {}
+        self._labels = ""  # the labels file chosen with the current checkpoint
         # The start-up model: what was asked for, else the last one used, else the default
         # ("": ViT-B/16 when its weights are on disk, else the demo, with an offer bar).
         self._startup = True
@@ -289,14 +290,21 @@ class MainWindow(FileActions, QMainWindow):
         path, _ = QFileDialog.getOpenFileName(
             self, "Load checkpoint", "", "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
         )
-        if path:
-            self.load_model(path)
+        if not path:
+            return
+        labels = ""
+        if not transfer.has_labels_sidecar(path):
+            labels, _ = QFileDialog.getOpenFileName(
+                self, f"Labels for {os.path.basename(path)} (optional: Cancel numbers the classes)",
+                os.path.dirname(path), "Labels (*.txt *.json);;All files (*)",
+            )  # fmt: skip
+        self.load_model(path, labels=labels)
 
     def _choose_device(self, device: str) -> None:
         self.device = device
         self.settings.device = device
         if self.model_id:
-            self.load_model(self.model_id)
+            self.load_model(self.model_id, labels=self._labels)
 
     def _toggle_fast(self, on: bool) -> None:
         self.settings.fast = on
@@ -316,13 +324,15 @@ class MainWindow(FileActions, QMainWindow):
             if self.current in self.items and self.items[self.current].error is None:
                 self._request_detail(self.current)
 
-    def load_model(self, model: str, allow_download: bool = False) -> None:
-        """Load in the worker; queued work for the old model is dropped (latest wins)."""
+    def load_model(self, model: str, allow_download: bool = False, labels: str = "") -> None:
+        """Load in the worker; queued work for the old model is dropped (latest wins).
+        ``labels``: a labels file for a checkpoint."""
         self._model_gen = self._next_gen()
         self.worker.worker.bump(self._model_gen)
         self.model_ready = False
+        self._labels = labels
         self.status_model.setText(f"Loading {model or 'the default model'}…")
-        self.requestLoad.emit(self._model_gen, model, self.device, allow_download)
+        self.requestLoad.emit(self._model_gen, model, self.device, allow_download, labels)
 
     def _on_model_loaded(self, gen: int, model_id: str, name: str, device: str, notice: str) -> None:
         if gen != self._model_gen:

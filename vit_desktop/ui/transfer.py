@@ -78,6 +78,12 @@ def describe_drop(md: QMimeData) -> tuple[bool, str]:
     return False, "Cannot drop this here: only image files, folders, image data and web links to images"
 
 
+def has_labels_sidecar(checkpoint: str) -> bool:
+    """Whether NAME.labels.txt / NAME.labels.json sit next to a checkpoint."""
+    stem = os.path.splitext(checkpoint)[0]
+    return any(os.path.exists(c) for base in (stem, checkpoint) for c in (f"{base}.labels.txt", f"{base}.labels.json"))
+
+
 def qimage_to_pil(qimg: QImage):
     from PIL import Image
 

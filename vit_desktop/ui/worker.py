@@ -146,8 +146,9 @@ class InferenceWorker(QObject):
             # seq 0: always wanted (not part of moving through the gallery)
             return generation < self._latest or (seq != 0 and seq < self._latest_detail)
 
-    @Slot(int, str, str, bool)
-    def load_model(self, generation: int, model: str, device: str, allow_download: bool = True) -> None:
+    @Slot(int, str, str, bool, str)
+    def load_model(self, generation: int, model: str, device: str, allow_download: bool = True,
+                   labels: str = "") -> None:  # fmt: skip
         """Load ``model`` ("" = the default: ViT-B/16 when its weights are on disk, else the
         demo).  A download (only when allowed) reports progress and stops when cancelled."""
         self._cancel.clear()
@@ -172,7 +173,7 @@ class InferenceWorker(QObject):
                     self.progress.emit(generation, "download", 0, 0, f"Downloading {name}: {done / 1e6:.0f} MB")
 
             clf = load_classifier(model, device=device, progress=progress, cancel=self._cancel.is_set,
-                                  allow_download=allow_download)  # fmt: skip
+                                  allow_download=allow_download, labels=labels or None)  # fmt: skip
             self._watch(clf)
             if self._want_fast:
                 why = clf.set_fast(True)
