@@ -121,3 +121,43 @@ def fast_dtype(device: torch.device) -> tuple[torch.dtype | None, str]:
             "where fast mode would be slower than float32"
         )
     return None, f"fast mode is not available on {device.type.upper()}"
+
+
+# -- threads ------------------------------------------------------------------------------
+
+_blas_limited = False
+
+
+def limit_numpy_blas_threads(threads: int = 1) -> bool:
+    """Run numpy's OpenBLAS on ``threads`` threads (Linux; elsewhere a no-op).
+
+    The attention maps are small matrices (ViT-B/16: 12 × 197 × 197 per layer) computed on
+    the GUI thread while torch's own thread pool may be running the next image; OpenBLAS's
+    threads then fight torch's for the same cores.  Measured on 2 cores: a rollout map took
+    30–55 ms on one BLAS thread against 75–175 ms on two.  torch's pool is not affected."""
+    global _blas_limited
+    if _blas_limited:
+        return True
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            libs = {
+                line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line.split()[-1]
+            }
+    except OSError:
+        return False
+    names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+             "openblas_set_num_threads64_", "openblas_set_num_threads")  # fmt: skip
+    for path in sorted(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in names:
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(ctypes.c_int(threads))
+                _blas_limited = True
+                break
+    return _blas_limited
