@@ -145,6 +145,21 @@ def test_rollout_fusions_and_discard_match_reference(fusion, discard):
     np.testing.assert_allclose(row, _naive_rollout(ref, fusion, discard)[3], atol=5e-3)
 
 
+def test_rollout_cache_serves_every_fusion_and_discard_of_one_result():
+    model = _tv(64, 16, layers=3)
+    x = torch.randn(1, 3, 64, 64)
+    _, (cls, q, k) = _capture(model, x)
+    att = AttentionResult(cls=cls[0], q=q[0], k=k[0], grid=(4, 4))
+    ref = [w[0].numpy() for w in _reference_weights(model, x)]
+    for fusion, discard in [("mean", 0.0), ("mean", 0.9), ("max", 0.5), ("mean", 0.5), ("min", 0.0)]:
+        got = maps.rollout_map(att, fusion, discard, token=2)
+        np.testing.assert_allclose(got.reshape(-1), _naive_rollout(ref, fusion, discard)[2, 1:], atol=5e-3)
+    assert (id(att), "mean") in maps._fused_cache and (id(att), "max") in maps._fused_cache
+    other = AttentionResult(cls=cls[0], q=q[0] * 0, k=k[0], grid=(4, 4))  # uniform attention
+    flat = maps.rollout_map(other, "mean", 0.0)
+    assert np.allclose(flat, flat.mean(), rtol=1e-3)  # not served from the first result's cache
+
+
 def test_capture_without_qk_keeps_only_cls_rows():
     model = _tv(64, 16)
     _, (cls, q, k) = _capture(model, torch.randn(1, 3, 64, 64), keep_qk=False)
