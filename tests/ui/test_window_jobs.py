@@ -492,3 +492,24 @@ def test_checkpoint_with_a_chosen_labels_file(qtbot, make_window, tmp_path):
     res = _wait_result(qtbot, win, str(path)).result
     assert {p.label for p in res.top_k} == {"cat", "dog", "bird"}
     assert win.status_model.text() == "net" and win.model_id == str(tmp_path / "net.pth")
+
+
+def test_memory_stays_bounded_images_shown_long_ago_are_rerun(qtbot, make_window, tmp_path):
+    from vit_desktop.ui.main_window import KEEP_DETAILED
+
+    win = make_window()
+    folder, _ = _folder(tmp_path, KEEP_DETAILED + 4)
+    with qtbot.waitSignal(win.jobDone, timeout=60_000):
+        win.add_paths([str(folder)])
+    keys = list(win.items)
+    for key in keys:  # show every one in full
+        win.gallery.setCurrentItem(win.items[key].list_item)
+        qtbot.waitUntil(lambda k=key: win.items[k].detailed, timeout=30_000)
+    full = [k for k in keys if win.items[k].detailed]
+    assert len(full) == KEEP_DETAILED and full == keys[-KEEP_DETAILED:]
+    first = win.items[keys[0]]
+    assert first.display is None and first.result.attention.q is None  # light, but still listed
+    assert first.result.top1.label in first.list_item.text()
+    with qtbot.waitSignal(win.overlayDrawn, timeout=30_000):
+        win.gallery.setCurrentItem(first.list_item)  # shown again: run again in full
+    assert first.detailed and first.display is not None and win.current_map() is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from .worker import THUMB_SIDE as THUMB
 from .worker import WorkerThread
 
 OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
+KEEP_DETAILED = 8  # images kept in full (display pixels, queries and keys); others are re-run
 
 
 @dataclass
@@ -81,6 +83,7 @@ class MainWindow(FileActions, QMainWindow):
         self._detail_seq = 0
         self._pasted = 0
         self._hover_token: int | None = None
+        self._detailed_order: list[str] = []  # most recently shown in full last
         self.model_id: str | None = None
         self.model_name = ""
         self.model_ready = False
@@ -470,6 +473,8 @@ class MainWindow(FileActions, QMainWindow):
         item.result, item.error, item.detailed = res, None, shown.detailed
         if shown.display is not None:
             item.display = render.rgb_to_qimage(shown.display)
+        if shown.detailed:
+            self._keep_detailed(key)
         top = res.top1
         item.list_item.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
         item.list_item.setToolTip(f"{key}\n{top.label}: {top.prob * 100:.1f}%")
@@ -479,6 +484,23 @@ class MainWindow(FileActions, QMainWindow):
             self.status_time.setText(f"{res.latency_ms:.0f} ms")
         if key == self.current:
             self._show(item)
+
+    def _keep_detailed(self, key: str) -> None:
+        """Memory stays bounded however many images the session sees: beyond the last
+        KEEP_DETAILED shown in full, an image keeps its predictions, CLS attention and
+        thumbnail, and is run again in full when it is shown again."""
+        if key in self._detailed_order:
+            self._detailed_order.remove(key)
+        self._detailed_order.append(key)
+        while len(self._detailed_order) > KEEP_DETAILED:
+            old = self.items.get(self._detailed_order.pop(0))
+            if old is None or old.key == self.current:
+                continue
+            old.display, old.detailed, old.detail_gen = None, False, -1
+            res = old.result
+            if res is not None and res.attention is not None and res.attention.q is not None:
+                light = dataclasses.replace(res.attention, q=None, k=None)
+                old.result = dataclasses.replace(res, attention=light)
 
     @staticmethod
     def _square_icon(img: QImage) -> QIcon:
