@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# A test that starts the app must never hand its images to someone's running window.
+os.environ["VIT_DESKTOP_SINGLE_INSTANCE"] = "0"
 
 import numpy as np
 import pytest
