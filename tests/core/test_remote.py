@@ -43,6 +43,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         try:
+            if mode == "trickle":  # a byte at a time: each read succeeds, the whole never ends
+                for i in range(200):
+                    if self.server.release.wait(0.2):
+                        return
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                return
             if mode == "stall":
                 self.wfile.write(body[:100])
                 self.wfile.flush()
@@ -54,9 +61,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # clients that hang up are expected here
+        pass
+
+
 @pytest.fixture
 def base():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)  # server_close joins handlers
+    srv = _Server(("127.0.0.1", 0), _Handler)  # server_close joins handlers
     srv.release = threading.Event()
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
@@ -94,6 +106,17 @@ def test_stall_times_out_and_cancel_stops_it(base):
     assert time.monotonic() - t0 < 5
     with pytest.raises(ImageLoadError, match="cancelled"):
         fetch_image(f"{base}/ok/x.png", cancel=lambda: True)
+
+
+def test_a_trickling_server_meets_the_deadline_and_cancel(base):
+    t0 = time.monotonic()
+    with pytest.raises(ImageLoadError, match="longer than 1 s"):
+        fetch_image(f"{base}/trickle/x.png", timeout=1.0)
+    assert time.monotonic() - t0 < 2.5
+    t0 = time.monotonic()
+    with pytest.raises(ImageLoadError, match="cancelled"):
+        fetch_image(f"{base}/trickle/x.png", cancel=lambda: time.monotonic() - t0 > 0.5)
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_refused_connection_and_non_web_links():

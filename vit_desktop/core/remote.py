@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -27,13 +29,14 @@ def host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).hostname or url
 
 
-def _open(url: str, timeout: float, hops: int = 5):
+def _open(url: str, timeout: float, current: list, hops: int = 5):
     """(connection, response) for ``url``, following up to ``hops`` redirects (never from
-    https to http)."""
+    https to http).  ``current[0]`` is the connection in use, for the watcher."""
     for _ in range(hops + 1):
         parts = urllib.parse.urlsplit(url)
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(parts.hostname, parts.port, timeout=timeout)
+        current[0] = conn
         target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         try:
             conn.request("GET", target, headers={"User-Agent": "vit-desktop", "Accept": "image/*"})
@@ -71,18 +74,41 @@ def fetch_image(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = TIMEOU
     deadline = time.monotonic() + timeout
     data = bytearray()
     conn = resp = None
+    current: list = [None]
+    stop = threading.Event()
+    why: list[str] = []
+
+    def watch() -> None:
+        """A read blocked on a slow server cannot see Cancel or the deadline: shutting the
+        socket down from here wakes it at once."""
+        while not stop.wait(0.05):
+            if cancel is not None and cancel():
+                why.append(f"{url}: cancelled")
+            elif time.monotonic() > deadline:
+                why.append(f"{url}: took longer than {timeout:.0f} s; not fetched")
+            else:
+                continue
+            sock = getattr(current[0], "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return
+
+    watcher = threading.Thread(target=watch, name="fetch-watch", daemon=True)
+    watcher.start()
     try:
-        conn, resp = _open(url, min(timeout, 10.0))
+        conn, resp = _open(url, min(timeout, 10.0), current)
         declared = resp.getheader("Content-Length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
             raise ImageLoadError(f"{url}: the file is {int(declared) / 1e6:.0f} MB, more than the "
                                  f"{max_bytes / 1e6:.0f} MB allowed for a web image")  # fmt: skip
-        while True:
+        while not why:
             if cancel is not None and cancel():
-                raise ImageLoadError(f"{url}: cancelled")
-            if time.monotonic() > deadline:
-                raise ImageLoadError(f"{url}: took longer than {timeout:.0f} s; not fetched")
-            chunk = resp.read(_CHUNK)
+                why.append(f"{url}: cancelled")
+                break
+            chunk = resp.read1(_CHUNK)
             if not chunk:
                 break
             data += chunk
@@ -92,15 +118,21 @@ def fetch_image(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = TIMEOU
     except ImageLoadError:
         raise
     except TimeoutError:
-        raise ImageLoadError(f"{url}: no answer within {min(timeout, 10.0):.0f} s") from None
+        if not why:
+            raise ImageLoadError(f"{url}: no answer within {min(timeout, 10.0):.0f} s") from None
     except (http.client.HTTPException, OSError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ImageLoadError(f"{url}: could not connect ({reason})") from None
+        if not why:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise ImageLoadError(f"{url}: could not connect ({reason})") from None
     finally:
+        stop.set()
+        watcher.join()
         if resp is not None:
             resp.close()
         if conn is not None:
             conn.close()
+    if why:  # the watcher stopped it: Cancel or the deadline
+        raise ImageLoadError(why[0])
     # Decode through the same loader as files (format checks, pixel cap, EXIF, modes).
     fd, tmp = tempfile.mkstemp(prefix="vit-desktop-web-")
     try:

@@ -66,8 +66,26 @@ def run_app(argv: list[str]) -> int:
     if args.images:
         win.add_paths(args.images)
     if args.screenshot:
-        return _screenshot(app, win, args.screenshot, expect_result=bool(args.images))
-    return app.exec()
+        return _exit_now_if_stuck(_screenshot(app, win, args.screenshot, expect_result=bool(args.images)))
+    return _exit_now_if_stuck(app.exec())
+
+
+def _exit_now_if_stuck(rc: int) -> int:
+    """If the worker could not stop within 2 s of closing (it was importing PyTorch or
+    reading a file), end the process here: letting Python tear down a running QThread
+    would abort it.  Settings were saved on close; the log is flushed first."""
+    from .main_window import STILL_RUNNING
+
+    if not any(w.thread.isRunning() for w in STILL_RUNNING):
+        return rc
+    import logging
+
+    log.warning("exiting while the worker was still busy")
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os._exit(rc)
 
 
 def _trace_events(win) -> None:

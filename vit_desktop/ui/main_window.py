@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ from .worker import WorkerThread
 
 OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
 KEEP_DETAILED = 8  # images kept in full (display pixels, queries and keys); others are re-run
+STILL_RUNNING: list = []  # worker threads that did not stop within 2 s of a close
+
+
+def _wait_for_stuck_workers() -> None:
+    """At interpreter exit (outside the app, which exits at once): let a worker that was
+    busy at close finish, rather than destroy a running thread."""
+    for w in STILL_RUNNING:
+        w.thread.wait()
 
 
 @dataclass
@@ -152,8 +161,9 @@ class MainWindow(FileActions, QMainWindow):
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(False)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the download or folder run (results so far are kept)")
+        self.cancel_button.setToolTip("Stop the download or folder run (Esc); results so far are kept")
         self.cancel_button.clicked.connect(self._cancel)
+        self.cancel_button.setShortcut(QKeySequence("Esc"))  # only while it is shown
         sb = self.statusBar()
         sb.addWidget(self.status_model, 1)
         for w in (self.status_job, self.progress, self.cancel_button, self.status_device, self.status_time):
@@ -169,6 +179,7 @@ class MainWindow(FileActions, QMainWindow):
         self.requestOverlay.connect(w.render_overlay)
         self.requestFast.connect(w.set_fast)
         w.fastState.connect(self._on_fast_state)
+        w.dropped.connect(self._on_dropped)
         w.modelLoaded.connect(self._on_model_loaded)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
@@ -331,8 +342,9 @@ class MainWindow(FileActions, QMainWindow):
         """Load in the worker; queued work for the old model is dropped (latest wins).
         ``labels``: a labels file for a checkpoint."""
         self._model_gen = self._next_gen()
-        self.worker.worker.bump(self._model_gen)
+        self.worker.worker.bump(self._model_gen)  # the worker drops the old model's folder runs
         self.model_ready = False
+        self._done_busy("folder")
         self._labels = labels
         self.status_model.setText(f"Loading {model or 'the default model'}…")
         self.requestLoad.emit(self._model_gen, model, self.device, allow_download, labels)
@@ -439,13 +451,26 @@ class MainWindow(FileActions, QMainWindow):
             self._request_detail(self.current)
         files = [k for k in keys if k != self.current and isinstance(self.items[k].source, str)
                  and not self.items[k].source.startswith("url:")]  # fmt: skip
+        in_job = set(files)
         for k in keys:
-            if k != self.current and k not in files:
+            if k != self.current and k not in in_job:
                 self._request_detail(k, latest_wins=False)
         if files:
             self._busy.add("folder")
             self._set_busy_widgets()
             self.requestMany.emit(self._model_gen, files)
+
+    def _on_dropped(self, gen: int, key: str) -> None:
+        """A full request the worker skipped because a newer one replaced it: ask again when
+        it is shown; an image with no result at all runs in the background."""
+        item = self.items.get(key)
+        if item is None or gen < self._model_gen or item.detailed:
+            return
+        item.detail_gen = -1
+        if key == self.current:
+            self._request_detail(key)
+        elif item.result is None and item.error is None:
+            self._submit([key])
 
     def _request_detail(self, key: str, latest_wins: bool = True) -> None:
         item = self.items[key]
@@ -489,12 +514,15 @@ class MainWindow(FileActions, QMainWindow):
         """Memory stays bounded however many images the session sees: beyond the last
         KEEP_DETAILED shown in full, an image keeps its predictions, CLS attention and
         thumbnail, and is run again in full when it is shown again."""
-        if key in self._detailed_order:
-            self._detailed_order.remove(key)
-        self._detailed_order.append(key)
-        while len(self._detailed_order) > KEEP_DETAILED:
-            old = self.items.get(self._detailed_order.pop(0))
-            if old is None or old.key == self.current:
+        order = self._detailed_order
+        if key in order:
+            order.remove(key)
+        order.append(key)
+        excess = [k for k in order if k != self.current][: max(0, len(order) - KEEP_DETAILED)]
+        for k in excess:  # the oldest first; the image on screen is never dropped
+            order.remove(k)
+            old = self.items.get(k)
+            if old is None:
                 continue
             old.display, old.detailed, old.detail_gen = None, False, -1
             res = old.result
@@ -529,12 +557,15 @@ class MainWindow(FileActions, QMainWindow):
             if self._startup and self.model_id is None:
                 self._startup = False
                 self.statusBar().showMessage(f"{message}; using the demo model", 15000)
+                self.device = "auto"  # the saved device may be the reason (a GPU gone)
                 self.load_model("demo-shapes")
                 return
             if self.model_id is not None:  # the worker still has the previous model
                 self.model_ready = True
                 self.status_model.setText(self.model_name)
                 self.menus.mark_current(self.model_id)
+                # What the switch interrupted runs again with the model that stays.
+                self._submit([k for k, i in self.items.items() if i.result is None and i.error is None])
             else:
                 self.status_model.setText("No model")
             if "cancelled" in message.lower():
@@ -562,6 +593,8 @@ class MainWindow(FileActions, QMainWindow):
         self._set_busy_widgets()
 
     def _on_progress(self, gen: int, kind: str, done: int, total: int, text: str) -> None:
+        if kind == "folder" and gen < self._model_gen:
+            return  # a run for a model that has been replaced
         self._busy.add(kind)
         self._set_busy_widgets()
         self.progress.setRange(0, max(total, 0))
@@ -569,6 +602,8 @@ class MainWindow(FileActions, QMainWindow):
         self.status_job.setText(text)
 
     def _on_job_finished(self, gen: int, what: str, cancelled: bool) -> None:
+        if what == "folder" and gen < self._model_gen:
+            return  # closed because the model changed; the new model runs everything again
         self._done_busy(what)
         if what != "folder":
             return
@@ -631,11 +666,14 @@ class MainWindow(FileActions, QMainWindow):
         spec = self.attention.settings().map_spec()
         return maps.compute(att, spec, self._hover_token or 0)
 
-    def redraw(self) -> None:
+    def redraw(self, full: bool = True) -> None:
+        """The overlay from the cached result; ``full`` (a control changed, not the hover)
+        also saves the settings and redraws the per-head maps."""
         s = self.attention.settings()
-        self.settings.set_overlay(
-            kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity, cmap=s.cmap
-        )
+        if full:
+            self.settings.set_overlay(
+                kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity, cmap=s.cmap
+            )
         item = self.items.get(self.current or "")
         grid = self.current_map()
         if grid is None or item is None or item.result is None or item.display is None:
@@ -647,9 +685,10 @@ class MainWindow(FileActions, QMainWindow):
         size = (max(1, round(ow * scale)), max(1, round(oh * scale)))
         rgba = render.overlay_rgba(grid, geom, size, s.cmap, s.opacity)
         self.view.set_overlay(render.rgba_to_qimage(rgba))
-        att = item.result.attention
-        layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
-        self.attention.set_head_images([QPixmap.fromImage(i) for i in render.heads_grid(att, layer, s.cmap)])
+        if full:
+            att = item.result.attention
+            layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
+            self.attention.set_head_images([QPixmap.fromImage(i) for i in render.heads_grid(att, layer, s.cmap)])
         self.overlayDrawn.emit()
 
     def _on_hover(self, row: int, col: int) -> None:
@@ -657,12 +696,12 @@ class MainWindow(FileActions, QMainWindow):
         if item is None or item.result is None:
             return
         self._hover_token = 1 + row * item.result.geometry.patch_grid[1] + col
-        self.redraw()
+        self.redraw(full=False)
 
     def _on_hover_left(self) -> None:
         if self._hover_token is not None:
             self._hover_token = None
-            self.redraw()
+            self.redraw(full=False)
 
     # -- drops and paste -------------------------------------------------------------------
     def paste(self) -> None:
@@ -702,5 +741,11 @@ class MainWindow(FileActions, QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.set_window_state(self.saveGeometry(), self.saveState())
         self.settings.sync()
-        self.worker.stop(2000)
+        if not self.worker.stop(2000):
+            # Something that cannot be interrupted (importing PyTorch, reading a file) is
+            # still running: keep the thread object alive so Qt never destroys a running
+            # thread; the app exits without waiting for it (see app.run_app).
+            if not STILL_RUNNING:
+                atexit.register(_wait_for_stuck_workers)
+            STILL_RUNNING.append(self.worker)
         super().closeEvent(event)

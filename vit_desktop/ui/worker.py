@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,7 +66,12 @@ def display_array(img, side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
 class _Job:
     generation: int
     keys: list
+    queued_at: int = 0  # the full-run count when queued: keys run in full after it are skipped
+    cancelled: object = None  # true once Cancel is pressed after it was queued
     it: object = None  # the classifier's iterator, once started
+
+
+WEB_IMAGES_KEPT = 16  # fetched web images kept (model switches and overlays never refetch)
 
 
 class _Interrupted(Exception):
@@ -80,6 +85,8 @@ class InferenceWorker(QObject):
     resultReady = Signal(int, str, object)
     # (generation, what failed, message)
     failed = Signal(int, str, str)
+    # (generation, key) — a full request skipped because a newer one replaced it
+    dropped = Signal(int, str)
     # (generation, kind: download|folder|fetch, done, total, text); downloads in permille
     progress = Signal(int, str, int, int, str)
     # (generation, what finished, cancelled)
@@ -95,27 +102,37 @@ class InferenceWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self._clf = None
-        self._cancel = threading.Event()
+        self._cancels = 0  # Cancel presses so far: work started before a press stops
         self._stopping = threading.Event()  # the window is closing: stop between layers
-        self._in_job = False
+        self._job_cancelled = None  # the running folder job's cancel check, during its forward
         self._want_fast = False
         self._latest = 0
         self._latest_detail = 0
         self._lock = threading.Lock()
         self._jobs: deque[_Job] = deque()
         self._stepping = False
-        self._detailed: set[str] = set()  # keys already done in full for this model
+        self._detailed: dict[str, int] = {}  # key → the full-run count when it was done in full
+        self._full_runs = 0
+        self._web: OrderedDict[str, object] = OrderedDict()  # link → LoadedImage
         self._thumbs: dict[str, np.ndarray | None] = {}
         self._done = self._total = 0  # folder images finished / queued since the queue was empty
         self._step.connect(self._run_step, Qt.ConnectionType.QueuedConnection)
 
     # Called from the GUI thread: safe without the event loop.
     def cancel(self) -> None:
-        self._cancel.set()
+        """Cancel what runs or waits now (a download, a fetch, folder runs); later work is
+        not affected."""
+        with self._lock:
+            self._cancels += 1
 
     def stopping(self) -> None:
         self._stopping.set()
-        self._cancel.set()
+        self.cancel()
+
+    def _canceller(self):
+        """A check for work starting now: true once Cancel is pressed (or the app closes)."""
+        mark = self._cancels
+        return lambda: self._cancels != mark or self._stopping.is_set()
 
     def _watch(self, clf) -> None:
         """A forward pre-hook on every attention layer: a long forward (a big model on a slow
@@ -123,10 +140,11 @@ class InferenceWorker(QObject):
         A plain function (not a bound method), so fast mode's copy of the model keeps it."""
         from torch import nn
 
-        worker, stopping, cancel = self, self._stopping, self._cancel
+        worker, stopping = self, self._stopping
 
         def check(module, args) -> None:
-            if stopping.is_set() or (worker._in_job and cancel.is_set()):
+            job_cancelled = worker._job_cancelled
+            if stopping.is_set() or (job_cancelled is not None and job_cancelled()):
                 raise _Interrupted()
 
         for m in clf.module.modules():
@@ -151,8 +169,9 @@ class InferenceWorker(QObject):
                    labels: str = "") -> None:  # fmt: skip
         """Load ``model`` ("" = the default: ViT-B/16 when its weights are on disk, else the
         demo).  A download (only when allowed) reports progress and stops when cancelled."""
-        self._cancel.clear()
+        cancelled = self._canceller()
         self._detailed.clear()
+        self._full_runs = 0
         try:
             from ..core.classifier import default_model_id, load_classifier
 
@@ -172,7 +191,7 @@ class InferenceWorker(QObject):
                 else:
                     self.progress.emit(generation, "download", 0, 0, f"Downloading {name}: {done / 1e6:.0f} MB")
 
-            clf = load_classifier(model, device=device, progress=progress, cancel=self._cancel.is_set,
+            clf = load_classifier(model, device=device, progress=progress, cancel=cancelled,
                                   allow_download=allow_download, labels=labels or None)  # fmt: skip
             self._watch(clf)
             if self._want_fast:
@@ -218,6 +237,7 @@ class InferenceWorker(QObject):
         attention capture and hand back ``Shown`` — never a tensor, never a Qt object.
         ``item`` is a path, a web link (``url:`` + link) or image data."""
         if self._stale(generation, seq):
+            self.dropped.emit(generation, key)
             return
         if self._clf is None:
             self.failed.emit(generation, key, "no model is loaded yet")
@@ -226,14 +246,7 @@ class InferenceWorker(QObject):
             from ..core.images import LoadedImage, load_image, to_rgb
 
             if isinstance(item, str) and item.startswith("url:"):
-                from ..core.remote import fetch_image
-
-                self._cancel.clear()
-                self.progress.emit(generation, "fetch", 0, 0, "Fetching the web image")
-                try:
-                    loaded = fetch_image(item[4:], cancel=self._cancel.is_set, max_pixels=self._clf.max_pixels)
-                finally:
-                    self.jobFinished.emit(generation, "fetch", self._cancel.is_set())
+                loaded = self._web_image(generation, item[4:])
             elif isinstance(item, str):
                 loaded = load_image(item, max_pixels=self._clf.max_pixels)
             elif isinstance(item, LoadedImage):
@@ -242,12 +255,31 @@ class InferenceWorker(QObject):
                 rgb = to_rgb(item)
                 loaded = LoadedImage(rgb, rgb.size, None, key)
             (res,) = self._clf.classify([loaded], top_k=20, attention="full")
-            self._detailed.add(key)
+            self._full_runs += 1
+            self._detailed[key] = self._full_runs
             self.resultReady.emit(generation, key, Shown(res, display_array(loaded.image), loaded_thumb(loaded)))
         except _Interrupted:
             return
         except Exception as exc:
             self.failed.emit(generation, key, _explain(f"classifying {key} failed", exc))
+
+    def _web_image(self, generation: int, url: str):
+        """A dropped web image: fetched once (the person agreed), then kept for re-runs."""
+        from ..core.remote import fetch_image
+
+        if url in self._web:
+            self._web.move_to_end(url)
+            return self._web[url]
+        cancelled = self._canceller()
+        self.progress.emit(generation, "fetch", 0, 0, "Fetching the web image")
+        try:
+            loaded = fetch_image(url, max_pixels=self._clf.max_pixels, cancel=cancelled)
+        finally:
+            self.jobFinished.emit(generation, "fetch", cancelled())
+        self._web[url] = loaded
+        while len(self._web) > WEB_IMAGES_KEPT:
+            self._web.popitem(last=False)
+        return loaded
 
     # -- folders: a queue of jobs, one batch per event-loop turn ----------------------------
     @Slot(int, list)
@@ -255,9 +287,8 @@ class InferenceWorker(QObject):
         """Many files in the background: results (CLS attention and a thumbnail) stream out;
         single-image requests are served between batches; cancel keeps what is done."""
         if not self._jobs:
-            self._cancel.clear()
             self._done, self._total = 0, 0
-        self._jobs.append(_Job(generation, list(keys)))
+        self._jobs.append(_Job(generation, list(keys), queued_at=self._full_runs, cancelled=self._canceller()))
         self._total += len(keys)
         if not self._stepping:
             self._stepping = True
@@ -272,8 +303,11 @@ class InferenceWorker(QObject):
         from ..core.results import ImageFailure
 
         clf = self._clf
-        keys = [k for k in job.keys if k not in self._detailed]
-        self._done += len(job.keys) - len(keys)  # already shown in full
+        def shown_since(key: str) -> bool:  # run in full after this job was queued
+            return self._detailed.get(key, -1) > job.queued_at
+
+        keys = [k for k in job.keys if not shown_since(k)]
+        self._done += len(job.keys) - len(keys)
 
         def decode(path: str):
             loaded = load_image(path, max_pixels=clf.max_pixels, min_size=clf.preprocessing.resized_size)
@@ -292,7 +326,7 @@ class InferenceWorker(QObject):
                     if not ahead:
                         return
                     key, fut = ahead.popleft()
-                    if key in self._detailed:  # shown in full meanwhile
+                    if shown_since(key):  # shown in full meanwhile
                         self._done += 1
                         continue
                     try:
@@ -314,10 +348,22 @@ class InferenceWorker(QObject):
         if job is None:
             self._stepping = False
             return
-        if self._cancel.is_set() or self._stale(job.generation) or self._clf is None:
-            cancelled = self._cancel.is_set() or self._clf is None
-            self._close_jobs()
+        if job.cancelled() or self._stale(job.generation) or self._clf is None:
+            cancelled = job.cancelled() or self._clf is None
+            # A Cancel press stops every run queued before it; a new model, every old run.
+            gone = [j for j in self._jobs if self._clf is None or j.cancelled() or self._stale(j.generation)]
+            for j in gone:
+                if j.it is not None:
+                    j.it.close()
+                self._jobs.remove(j)
             self.jobFinished.emit(job.generation, "folder", cancelled)
+            if self._jobs:
+                self._done = self._total = 0
+                for j in self._jobs:
+                    self._total += len(j.keys)
+                self._step.emit()
+            else:
+                self._stepping = False
             return
         try:
             if job.it is None:
@@ -325,11 +371,11 @@ class InferenceWorker(QObject):
                 job.it = self._clf.iter_classify(self._inputs(job), batch_size=JOB_BATCH, top_k=20,
                                                  attention="cls")  # fmt: skip
             for _ in range(JOB_BATCH):
-                self._in_job = True
+                self._job_cancelled = job.cancelled
                 try:
                     res = next(job.it)
                 finally:
-                    self._in_job = False
+                    self._job_cancelled = None
                 key = res.source
                 self._done += 1
                 self.resultReady.emit(job.generation, key, Shown(res, None, self._thumbs.pop(key, None),
@@ -375,7 +421,12 @@ class InferenceWorker(QObject):
             from ..core.overlay import blend
 
             grid, geometry = payload
-            if isinstance(source, str):
+            if isinstance(source, str) and source.startswith("url:"):
+                base = self._web.get(source[4:])
+                if base is None:
+                    raise ValueError("the web image is no longer in memory; drop its link again")
+                base = base.image
+            elif isinstance(source, str):
                 limits = {"max_pixels": self._clf.max_pixels} if self._clf is not None else {}
                 base = load_image(source, **limits).image
             elif isinstance(source, LoadedImage):
