@@ -41,6 +41,11 @@ KEEP_DETAILED = 8  # images kept in full (display pixels, queries and keys); oth
 STILL_RUNNING: list = []  # worker threads that did not stop within 2 s of a close
 
 
+def printable(text: str) -> str:
+    """A file name for the screen: bytes that are not UTF-8 shown as �."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _wait_for_stuck_workers() -> None:
     """At interpreter exit (outside the app, which exits at once): let a worker that was
     busy at close finish, rather than destroy a running thread."""
@@ -63,18 +68,18 @@ class Item:
 
 class MainWindow(FileActions, QMainWindow):
     # generation, model ("" = the default), device, whether a download is allowed, labels file
-    requestLoad = Signal(int, str, str, bool, str)
+    requestLoad = Signal(int, object, str, bool, object)
     # generation, key, source (path, "url:" + link, or image data), request number
-    requestClassify = Signal(int, str, object, int)
-    requestMany = Signal(int, list)
+    requestClassify = Signal(int, object, object, int)
+    requestMany = Signal(int, object)
     requestCatalog = Signal()
     requestFast = Signal(bool)
     # key, source, (map, geometry), colormap, opacity, destination ("" = clipboard)
-    requestOverlay = Signal(str, object, object, str, float, str)
+    requestOverlay = Signal(object, object, object, str, float, str)
     # Emitted on the GUI thread (connect plain functions to these, not to the worker's).
     overlayDrawn = Signal()
-    modelReady = Signal(str)
-    errorShown = Signal(str, str)  # what (model or an image key), message
+    modelReady = Signal(object)
+    errorShown = Signal(object, str)  # what (model or an image key), message
     jobDone = Signal(bool)  # a folder run ended (cancelled?)
     overlayExported = Signal(str, str)  # destination ("" = clipboard), error ("" = fine)
 
@@ -93,6 +98,7 @@ class MainWindow(FileActions, QMainWindow):
         self._pasted = 0
         self._hover_token: int | None = None
         self._detailed_order: list[str] = []  # most recently shown in full last
+        self._keys: list[str] = []  # gallery rows' keys (Qt strings cannot hold every file name)
         self.model_id: str | None = None
         self.model_name = ""
         self.model_ready = False
@@ -430,9 +436,12 @@ class MainWindow(FileActions, QMainWindow):
             item = self.items.get(key)
             if item is None:
                 item = Item(key, label, source)
+                label = printable(label)
+                item.label = label
                 item.list_item = QListWidgetItem(self._blank_icon, label)
-                item.list_item.setData(Qt.ItemDataRole.UserRole, key)
-                item.list_item.setToolTip(key)
+                self._keys.append(key)  # the row's data is its index here, not the key itself
+                item.list_item.setData(Qt.ItemDataRole.UserRole, len(self._keys) - 1)
+                item.list_item.setToolTip(printable(key))
                 self.gallery.addItem(item.list_item)
                 self.items[key] = item
             item.result, item.error, item.detailed, item.detail_gen = None, None, False, -1
@@ -502,7 +511,7 @@ class MainWindow(FileActions, QMainWindow):
             self._keep_detailed(key)
         top = res.top1
         item.list_item.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
-        item.list_item.setToolTip(f"{key}\n{top.label}: {top.prob * 100:.1f}%")
+        item.list_item.setToolTip(f"{printable(key)}\n{top.label}: {top.prob * 100:.1f}%")
         if shown.thumb is not None:
             item.list_item.setIcon(self._square_icon(render.rgb_to_qimage(shown.thumb)))
         if shown.detailed:
@@ -543,8 +552,8 @@ class MainWindow(FileActions, QMainWindow):
     def _set_error(self, item: Item, message: str) -> None:
         item.error = message
         item.list_item.setText(f"{item.label}\n⚠ error")
-        item.list_item.setToolTip(message)
-        self.statusBar().showMessage(message, 10000)
+        item.list_item.setToolTip(printable(message))
+        self.statusBar().showMessage(printable(message), 10000)
         if item.key == self.current:
             self._show(item)
 
@@ -634,7 +643,7 @@ class MainWindow(FileActions, QMainWindow):
     def _on_gallery(self, cur: QListWidgetItem | None, prev) -> None:
         if cur is None:
             return
-        key = cur.data(Qt.ItemDataRole.UserRole)
+        key = self._keys[cur.data(Qt.ItemDataRole.UserRole)]
         self.current = key
         item = self.items[key]
         self._show(item)
@@ -645,7 +654,8 @@ class MainWindow(FileActions, QMainWindow):
         self._hover_token = None
         if item.display is None:
             self.view.set_image(None)
-            self.view.placeholder = item.error or ("Classifying…" if self.model_ready else "Loading the model…")
+            self.view.placeholder = printable(item.error) if item.error else (
+                "Classifying…" if self.model_ready else "Loading the model…")
             self.view.update()
             self.predictions.set_result(item.result)
             return

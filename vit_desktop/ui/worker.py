@@ -78,15 +78,19 @@ class _Interrupted(Exception):
     """Raised between encoder layers when a folder run is cancelled or the app closes."""
 
 
+# Keys (file paths) and model paths travel as Python objects, never as Qt strings: a file
+# name that is not valid UTF-8 (kept by Python as surrogate escapes) would not survive.
+
+
 class InferenceWorker(QObject):
     # (generation, model id, display name, device, notice)
-    modelLoaded = Signal(int, str, str, str, str)
+    modelLoaded = Signal(int, object, str, str, str)
     # (generation, key, Shown)
-    resultReady = Signal(int, str, object)
+    resultReady = Signal(int, object, object)
     # (generation, what failed, message)
-    failed = Signal(int, str, str)
+    failed = Signal(int, object, str)
     # (generation, key) — a full request skipped because a newer one replaced it
-    dropped = Signal(int, str)
+    dropped = Signal(int, object)
     # (generation, kind: download|folder|fetch, done, total, text); downloads in permille
     progress = Signal(int, str, int, int, str)
     # (generation, what finished, cancelled)
@@ -164,7 +168,7 @@ class InferenceWorker(QObject):
             # seq 0: always wanted (not part of moving through the gallery)
             return generation < self._latest or (seq != 0 and seq < self._latest_detail)
 
-    @Slot(int, str, str, bool, str)
+    @Slot(int, object, str, bool, object)
     def load_model(self, generation: int, model: str, device: str, allow_download: bool = True,
                    labels: str = "") -> None:  # fmt: skip
         """Load ``model`` ("" = the default: ViT-B/16 when its weights are on disk, else the
@@ -231,7 +235,7 @@ class InferenceWorker(QObject):
             log.exception("listing models failed")
             self.failed.emit(0, "catalog", _one_line(exc))
 
-    @Slot(int, str, object, int)
+    @Slot(int, object, object, int)
     def classify(self, generation: int, key: str, item: object, seq: int = 0) -> None:
         """One image in full: decode (full size, for the screen too), classify with full
         attention capture and hand back ``Shown`` — never a tensor, never a Qt object.
@@ -282,7 +286,7 @@ class InferenceWorker(QObject):
         return loaded
 
     # -- folders: a queue of jobs, one batch per event-loop turn ----------------------------
-    @Slot(int, list)
+    @Slot(int, object)
     def classify_many(self, generation: int, keys: Sequence[str]) -> None:
         """Many files in the background: results (CLS attention and a thumbnail) stream out;
         single-image requests are served between batches; cancel keeps what is done."""
@@ -411,7 +415,7 @@ class InferenceWorker(QObject):
         self._jobs.clear()
         self._stepping = False
 
-    @Slot(str, object, object, str, float, str)
+    @Slot(object, object, object, str, float, str)
     def render_overlay(self, key: str, source: object, payload: object, cmap: str, opacity: float,
                        out: str) -> None:  # fmt: skip
         """The overlay at the image's own resolution, decoded here (never on the GUI thread);
