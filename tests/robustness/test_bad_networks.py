@@ -52,6 +52,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if mode == "body":  # whatever the test put there
+                body = self.server.body
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if mode == "trickle":  # a byte now and then: never a stall, never done
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(PAYLOAD)))
@@ -240,3 +247,27 @@ def test_download_command_reports_a_bad_server_in_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "net-test-0000.pth" in err[0] and "by hand" in err[0]
     assert _nothing_cached(entry)
+
+
+def test_weights_that_pass_their_hash_but_would_run_code_are_removed(server, tmp_path):
+    """The published hash is of a file that would run code (a poisoned mirror, a wrong catalog
+    entry): the hash matches, the safe loader still refuses, the file is removed, nothing ran."""
+    import os
+    import pickle
+
+    from vit_desktop.core.classifier import load_classifier
+    from vit_desktop.core.errors import CorruptCacheError
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    server.body = pickle.dumps({"state_dict": Payload()}, protocol=2)  # what torch.save writes
+    entry = _entry(_url(server, "body"))
+    entry = catalog.ModelEntry(**{**entry.__dict__, "sha256": hashlib.sha256(server.body).hexdigest()})
+    with pytest.raises(CorruptCacheError) as err:
+        load_classifier(entry, device="cpu")
+    assert "removed" in _one_line(err.value)
+    assert not marker.exists() and _nothing_cached(entry)
