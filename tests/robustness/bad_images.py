@@ -42,7 +42,9 @@ def declared_png(width: int, height: int) -> bytes:
     asked to allocate it."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 4096, 9)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    )
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -107,10 +109,18 @@ def build_all(folder: Path) -> list[Case]:
     add("empty", "empty.jpg", b"", error="empty")
     add("random-bytes", "random.jpg", np.random.default_rng(1).bytes(4096), error="not an image")
     add("text-as-png", "notes.png", b"Shopping list\nmilk\neggs\n", error="not an image")
-    add("pdf-as-png", "scan.png", b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\ntrailer <<>>\n%%EOF\n",
-        error="not an image")  # fmt: skip
-    add("postscript-as-jpg", "poster.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"
-        b"(pwned) print showpage\n", error="not an image")  # fmt: skip
+    add(
+        "pdf-as-png",
+        "scan.png",
+        b"%PDF-1.7\n1 0 obj <</Type /Catalog>> endobj\ntrailer <<>>\n%%EOF\n",
+        error="not an image",
+    )
+    add(
+        "postscript-as-jpg",
+        "poster.jpg",
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n(pwned) print showpage\n",
+        error="not an image",
+    )
     # -- damaged images ------------------------------------------------------------------
     add("truncated-jpeg", "half.jpg", jpeg[: len(jpeg) // 2], error="truncated|corrupt")
     add("truncated-png", "half.png", png[: len(png) // 2], error="truncated|corrupt")
@@ -129,27 +139,54 @@ def build_all(folder: Path) -> list[Case]:
     add("png-bad-data-crc", "badcrc-data.png", bytes(bad_idat), size=(30, 20), colour=RED)
     # -- decompression bombs: refused from the header -------------------------------------
     add("bomb-png-30000x30000", "huge.png", declared_png(30_000, 30_000), error="MP.*limit")
-    gif_bomb = (b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b"," + struct.pack(
-        "<HHHH", 0, 0, 65535, 65535) + b"\x00\x02\x02D\x01\x00;")  # fmt: skip
+    gif_bomb = (
+        b"GIF89a"
+        + struct.pack("<HH", 65535, 65535)
+        + b"\x00\x00\x00"
+        + b","
+        + struct.pack("<HHHH", 0, 0, 65535, 65535)
+        + b"\x00\x02\x02D\x01\x00;"
+    )
     add("bomb-gif-65535x65535", "huge.gif", gif_bomb, error="MP.*limit")
     # -- odd but valid -------------------------------------------------------------------
     add("1x1", "dot.png", _bytes(Image.new("RGB", (1, 1), RED), "PNG"), size=(1, 1), colour=RED)
-    add("1x10000", "thread.png", _bytes(Image.new("RGB", (1, 10_000), RED), "PNG"), size=(1, 10_000),
-        colour=RED)  # fmt: skip
-    add("10000x1", "line.png", _bytes(Image.new("RGB", (10_000, 1), RED), "PNG"), size=(10_000, 1),
-        colour=RED)  # fmt: skip
-    add("cmyk-jpeg", "print.jpg", _bytes(Image.new("CMYK", (24, 16), (0, 255, 255, 0)), "JPEG", quality=100),
-        size=(24, 16), colour=RED)  # fmt: skip
+    add(
+        "1x10000",
+        "thread.png",
+        _bytes(Image.new("RGB", (1, 10_000), RED), "PNG"),
+        size=(1, 10_000),
+        colour=RED,
+    )
+    add(
+        "10000x1", "line.png", _bytes(Image.new("RGB", (10_000, 1), RED), "PNG"), size=(10_000, 1), colour=RED
+    )
+    add(
+        "cmyk-jpeg",
+        "print.jpg",
+        _bytes(Image.new("CMYK", (24, 16), (0, 255, 255, 0)), "JPEG", quality=100),
+        size=(24, 16),
+        colour=RED,
+    )
     add("ycck-jpeg", "ycck.jpg", ycck_jpeg(), size=(24, 16), colour=RED)
     grey16 = Image.fromarray(np.full((16, 24), 32768, np.uint16))
     add("16-bit-grey-png", "grey16.png", _bytes(grey16, "PNG"), size=(24, 16), colour=(128, 128, 128))
     pal = Image.new("P", (24, 16), 0)
     pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     pal.paste(1, (8, 4, 16, 12))
-    add("palette-png-transparency", "palette.png", _bytes(pal, "PNG", transparency=0), size=(24, 16),
-        colour=RED)  # fmt: skip
-    add("rgba-zero-alpha", "ghost.png", _bytes(Image.new("RGBA", (24, 16), (10, 200, 30, 0)), "PNG"),
-        size=(24, 16), colour=(255, 255, 255))  # fmt: skip
+    add(
+        "palette-png-transparency",
+        "palette.png",
+        _bytes(pal, "PNG", transparency=0),
+        size=(24, 16),
+        colour=RED,
+    )
+    add(
+        "rgba-zero-alpha",
+        "ghost.png",
+        _bytes(Image.new("RGBA", (24, 16), (10, 200, 30, 0)), "PNG"),
+        size=(24, 16),
+        colour=(255, 255, 255),
+    )
     for o in range(1, 9):
         # A 40×20 picture with a red left half; EXIF says how to turn it upright.
         arr = np.zeros((20, 40, 3), np.uint8)
@@ -157,8 +194,12 @@ def build_all(folder: Path) -> list[Case]:
         ex = Image.Exif()
         ex[0x0112] = o
         upright = (40, 20) if o <= 4 else (20, 40)
-        add(f"exif-orientation-{o}", f"orient{o}.jpg", _bytes(Image.fromarray(arr), "JPEG", quality=95, exif=ex),
-            size=upright)  # fmt: skip
+        add(
+            f"exif-orientation-{o}",
+            f"orient{o}.jpg",
+            _bytes(Image.fromarray(arr), "JPEG", quality=95, exif=ex),
+            size=upright,
+        )
     add("animated-gif", "anim.gif", _animated("GIF", "gif"), size=(40, 20), colour=RED)
     add("animated-webp", "anim.webp", _animated("WEBP", "webp"), size=(40, 20), colour=RED)
     add("animated-png", "anim.png", _animated("PNG", "png"), size=(40, 20), colour=RED)

@@ -76,16 +76,23 @@ def wait_idle(qtbot, win: MainWindow, timeout_ms: int = IDLE_MS) -> None:
     try:
         qtbot.waitUntil(win.idle, timeout=timeout_ms)
     except Exception:
-        pending = [(k, i.detail_gen, i.detailed) for k, i in win.items.items() if i.result is None and i.error is None]
-        raise AssertionError(f"never idle: ready={win.model_ready} busy={win._busy} model_gen={win._model_gen} "
-                             f"current={win.current!r} pending={pending[:5]} ({len(pending)})") from None
+        pending = [
+            (k, i.detail_gen, i.detailed)
+            for k, i in win.items.items()
+            if i.result is None and i.error is None
+        ]
+        raise AssertionError(
+            f"never idle: ready={win.model_ready} busy={win._busy} model_gen={win._model_gen} "
+            f"current={win.current!r} pending={pending[:5]} ({len(pending)})"
+        ) from None
 
 
 def tiny_checkpoint(folder: Path) -> tuple[str, tuple[str, ...]]:
     """A second model to switch to: a small torchvision ViT with its own labels."""
     torch.manual_seed(1)
-    m = VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=48,
-                          num_classes=3)  # fmt: skip
+    m = VisionTransformer(
+        image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=48, num_classes=3
+    )
     torch.nn.init.normal_(m.heads.head.weight, std=0.5)
     path = folder / "other-model.pth"
     torch.save(m.state_dict(), path)
@@ -229,7 +236,9 @@ def test_close_during_inference_is_quick_and_clean(qtbot, make_window, tmp_path,
     assert elapsed <= 2.0, f"closing took {elapsed:.2f} s"
     assert win.worker.thread.isFinished()
     qtbot.wait(200)  # late signals from the stopped worker must not land anywhere
-    warnings = [r.message for r in qtlog.records if "thread" in r.message.lower() or "destroyed" in r.message.lower()]
+    warnings = [
+        r.message for r in qtlog.records if "thread" in r.message.lower() or "destroyed" in r.message.lower()
+    ]
     assert warnings == []
     assert len(truth) == 60
 
@@ -270,8 +279,12 @@ def test_closing_the_app_during_inference_exits_within_two_seconds(tmp_path):
     """A real process: the window closes mid-run and the process is gone ≤ 2 s later, with no
     Qt complaint about running threads."""
     truth = shapes(tmp_path / "many", 60)
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "s.ini"), *truth],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "s.ini"), *truth],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=180)
     finally:
@@ -287,8 +300,11 @@ def test_closing_the_app_during_inference_exits_within_two_seconds(tmp_path):
     assert "QThread" not in err and "Destroyed" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="window bug: the worker reports Classifier.notices only when a model "
-                   "loads, so a CPU fallback during classification is silent and the status bar still names the GPU")
+@pytest.mark.xfail(
+    strict=True,
+    reason="window bug: the worker reports Classifier.notices only when a model "
+    "loads, so a CPU fallback during classification is silent and the status bar still names the GPU",
+)
 def test_gpu_out_of_memory_in_the_window_falls_back_with_a_message(qtbot, make_window, tmp_path, monkeypatch):
     from vit_desktop.core import classifier as classifier_mod
 

@@ -62,7 +62,9 @@ def _load_with_deadline(path: str, seconds: float = 20.0):
 
 def _shown_name(path: str) -> str:
     name = os.path.basename(path)
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name
+    )
 
 
 def assert_one_clear_line(message: str, path: str) -> None:
@@ -119,8 +121,12 @@ def test_unreadable_file_is_one_clear_line(tmp_path):
         "import sys\nfrom vit_desktop.core.images import load_image\nfrom vit_desktop.core.errors import "
         "ImageLoadError\ntry:\n    load_image(sys.argv[1])\nexcept ImageLoadError as e:\n    print(e.one_line())\n"
     )
-    r = subprocess.run([sys.executable, "-c", DROP_READ_OVERRIDE, "-c", code, case.path],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", DROP_READ_OVERRIDE, "-c", code, case.path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "secret.png: permission denied (the file cannot be read)"
 
@@ -154,8 +160,9 @@ def _seed_images() -> dict[str, bytes]:
     exif[0x0112] = 6
     out = {
         "png": bad_images._bytes(base, "PNG"),
-        "png16": bad_images._bytes(Image.fromarray(np.arange(48 * 32, dtype=np.uint16).reshape(32, 48) * 40),
-                                   "PNG"),  # fmt: skip
+        "png16": bad_images._bytes(
+            Image.fromarray(np.arange(48 * 32, dtype=np.uint16).reshape(32, 48) * 40), "PNG"
+        ),
         "png-palette": bad_images._bytes(base.convert("P"), "PNG", transparency=3),
         "jpeg": bad_images._bytes(base, "JPEG", quality=80, exif=exif),
         "jpeg-progressive": bad_images._bytes(base, "JPEG", progressive=True),
@@ -217,8 +224,13 @@ def mutated_image(draw) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=mutated_image())
 def test_fuzzed_images_give_a_picture_or_a_typed_error(tmp_path, data):
     path = tmp_path / "fuzz.jpg"
@@ -272,10 +284,26 @@ def test_command_line_on_a_folder_of_everything(tmp_path):
     os.symlink("..", many / "back-to-top")  # a loop in the folder tree
     start = time.monotonic()
     r = subprocess.run(
-        [sys.executable, "-c", DROP_READ_OVERRIDE, "-m", "vit_desktop", "classify", str(folder), "--recursive",
-         "--format", "json", "--model", "demo-shapes", "--batch-size", "32"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            DROP_READ_OVERRIDE,
+            "-m",
+            "vit_desktop",
+            "classify",
+            str(folder),
+            "--recursive",
+            "--format",
+            "json",
+            "--model",
+            "demo-shapes",
+            "--batch-size",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     elapsed = time.monotonic() - start
     assert r.returncode == 1, r.stderr[-2000:]
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]

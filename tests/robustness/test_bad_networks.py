@@ -127,10 +127,18 @@ class _RawServer:
 def _entry(url: str, size_mb: float | None = None) -> catalog.ModelEntry:
     pre = Preprocessing(input_size=(32, 32), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
     return catalog.ModelEntry(
-        id="test-net", display_name="Net test", group="Test", architecture="torchvision:vit_b_16", params=1,
-        preprocessing=pre, labels=("a", "b"), url=url, sha256=DIGEST, filename="net-test-0000.pth",
+        id="test-net",
+        display_name="Net test",
+        group="Test",
+        architecture="torchvision:vit_b_16",
+        params=1,
+        preprocessing=pre,
+        labels=("a", "b"),
+        url=url,
+        sha256=DIGEST,
+        filename="net-test-0000.pth",
         file_size_mb=size_mb,
-    )  # fmt: skip
+    )
 
 
 def _url(srv, mode: str) -> str:
@@ -172,7 +180,9 @@ def test_redirect_loop_ends(server):
     assert "302" in _one_line(err.value) and _nothing_cached(entry)
 
 
-@pytest.mark.parametrize("reply", [b"", b"hello, this is not HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Len"])
+@pytest.mark.parametrize(
+    "reply", [b"", b"hello, this is not HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Len"]
+)
 def test_server_that_is_not_http(reply):
     srv = _RawServer(reply)
     try:

@@ -79,7 +79,9 @@ def test_command_line_says_so_once_and_goes_on(tmp_path, images, monkeypatch, ca
         return clf
 
     monkeypatch.setattr(classifier_mod, "load_classifier", on_a_full_gpu)
-    assert run_cli(["classify", *paths, "--model", "demo-shapes", "--format", "json", "--batch-size", "2"]) == 0
+    assert (
+        run_cli(["classify", *paths, "--model", "demo-shapes", "--format", "json", "--batch-size", "2"]) == 0
+    )
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["path"] for r in rows] == paths and all(r["device"] == "cpu" for r in rows)

@@ -462,7 +462,36 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
             f"weights are for {image_size}×{image_size} px in {patch}-px patches"
         )
     model.eval()
+    _probe(model, pre, name)
     return BuiltModel(model, family, pre, names, display_name or p.stem, warns)
+
+
+#: Models up to this many parameter × token products (ViT-B/16 at 224 px is 1.7e10) get a
+#: trial forward pass at load time; bigger ones would make loading slow on a CPU.
+PROBE_MAX_WORK = 2e10
+
+
+def _probe(model: nn.Module, pre: Preprocessing, name: str) -> None:
+    """One forward pass on a fixed noise image: weights that are finite but so large that the
+    activations overflow, or shapes that build but cannot run, are refused here in one line
+    instead of giving NaN predictions (or a crash) for every image later."""
+    h, w = pre.input_size
+    tokens = (h // pre.patch_size) * (w // pre.patch_size) + 1
+    if sum(p.numel() for p in model.parameters()) * tokens > PROBE_MAX_WORK:
+        return
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            out = model(x)
+    except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as exc:
+        raise CheckpointError(f"{name}: the model fails on a test image ({_brief(exc)})") from None
+    except MemoryError:
+        raise CheckpointError(f"{name}: not enough memory to run this model") from None
+    if not bool(torch.isfinite(out).all()):
+        raise CheckpointError(
+            f"{name}: the model's outputs overflow to NaN or infinity on a test image (weights far too "
+            "large or damaged), so it cannot give meaningful predictions"
+        )
 
 
 def _refuse_non_finite(model: nn.Module, name: str) -> None:
