@@ -21,10 +21,12 @@ from . import catalog, maps, weights
 from .capture import AttentionCapture
 from .checkpoints import BuiltModel, load_checkpoint
 from .devices import (
+    decode_workers,
     fast_dtype,
     free_device_memory,
     is_out_of_memory,
     limit_numpy_blas_threads,
+    lower_thread_priority,
     resolve_device,
 )
 from .errors import (
@@ -248,8 +250,9 @@ class Classifier:
         the model runs.  Failures are yielded as :class:`ImageFailure` and the rest go on.
         ``cancel`` is checked between batches."""
         mode = _attention_mode(attention)
-        workers = workers or max(1, min(4, (os.cpu_count() or 2)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        workers = workers or decode_workers()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode",
+                                initializer=lower_thread_priority) as pool:  # fmt: skip
             pending = []
             it = iter(paths)
             exhausted = False
