@@ -235,6 +235,20 @@ def test_code_running_checkpoints_are_refused_and_nothing_runs(tmp_path, monkeyp
     assert marker.exists()
 
 
+def test_refusal_names_what_the_file_holds(tmp_path):
+    """A training checkpoint with its command-line arguments inside: harmless here, but the
+    safe loader cannot tell; the sentence says what it found so the person knows what to strip."""
+    import argparse
+
+    path = tmp_path / "run.pth"
+    torch.save({"model": tiny_state(), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(CheckpointError, match=r"refused .*\(argparse\.Namespace\)"):
+        load_checkpoint(path)
+    torch.save({"model": tiny_state(), "hook": _Payload(os.system, "true")}, path)
+    with pytest.raises(CheckpointError, match=r"refused .*\((posix|nt)\.system\)"):
+        load_checkpoint(path)
+
+
 def test_command_line_refuses_a_code_running_checkpoint(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "friendly-model.pth"

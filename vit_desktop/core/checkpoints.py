@@ -82,11 +82,13 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             # torch notes unusual pickle protocols; the safe loader still decides alone.
             warnings.simplefilter("ignore", UserWarning)
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
         # The safe unpickler stops at the first thing that is not a tensor or a plain
         # container: a code-running pickle and random bytes both end here, and nothing ran.
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
+        what = f"it holds a Python object ({found.group(1).rstrip('.')}), " if found else ""
         raise CheckpointError(
-            f"{name}: refused by the safe loader: not a plain tensor checkpoint (a file holding "
+            f"{name}: refused by the safe loader: {what}not a plain tensor checkpoint (a file holding "
             "other Python objects could run code); save a state_dict or use safetensors"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
