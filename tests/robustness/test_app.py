@@ -300,11 +300,6 @@ def test_closing_the_app_during_inference_exits_within_two_seconds(tmp_path):
     assert "QThread" not in err and "Destroyed" not in err, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="window bug: the worker reports Classifier.notices only when a model "
-    "loads, so a CPU fallback during classification is silent and the status bar still names the GPU",
-)
 def test_gpu_out_of_memory_in_the_window_falls_back_with_a_message(qtbot, make_window, tmp_path, monkeypatch):
     from vit_desktop.core import classifier as classifier_mod
 

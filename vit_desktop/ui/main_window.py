@@ -186,6 +186,7 @@ class MainWindow(FileActions, QMainWindow):
         self.requestFast.connect(w.set_fast)
         w.fastState.connect(self._on_fast_state)
         w.dropped.connect(self._on_dropped)
+        w.notice.connect(self._on_notice)
         w.modelLoaded.connect(self._on_model_loaded)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
@@ -468,6 +469,11 @@ class MainWindow(FileActions, QMainWindow):
             self._busy.add("folder")
             self._set_busy_widgets()
             self.requestMany.emit(self._model_gen, files)
+
+    def _on_notice(self, text: str, device: str) -> None:
+        self.statusBar().showMessage(text, 15000)
+        fast = " · fast" if self.fast_action.isChecked() else ""
+        self.status_device.setText(device.upper() + fast)
 
     def _on_dropped(self, gen: int, key: str) -> None:
         """A full request the worker skipped because a newer one replaced it: ask again when

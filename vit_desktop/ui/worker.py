@@ -101,6 +101,8 @@ class InferenceWorker(QObject):
     overlayRendered = Signal(str, object, str)
     # (fast mode on?, why it could not be turned on or "")
     fastState = Signal(bool, str)
+    # (something a person should be told that happened while classifying, the device now)
+    notice = Signal(str, str)
     _step = Signal()  # queued to itself: one folder batch per event-loop turn
 
     def __init__(self) -> None:
@@ -117,6 +119,7 @@ class InferenceWorker(QObject):
         self._stepping = False
         self._detailed: dict[str, int] = {}  # key → the full-run count when it was done in full
         self._full_runs = 0
+        self._notices_told = 0
         self._web: OrderedDict[str, object] = OrderedDict()  # link → LoadedImage
         self._thumbs: dict[str, np.ndarray | None] = {}
         self._done = self._total = 0  # folder images finished / queued since the queue was empty
@@ -203,6 +206,7 @@ class InferenceWorker(QObject):
                 if why:
                     clf.notices.append(f"fast mode is not available: {why}")
             self._clf = clf
+            self._notices_told = len(clf.notices)  # these go out with modelLoaded
             self.fastState.emit(clf.fast, "")
             note = "; ".join(clf.notices)
             self.modelLoaded.emit(generation, clf.model_id, clf.display_name, clf.device.type, note)
@@ -259,6 +263,7 @@ class InferenceWorker(QObject):
                 rgb = to_rgb(item)
                 loaded = LoadedImage(rgb, rgb.size, None, key)
             (res,) = self._clf.classify([loaded], top_k=20, attention="full")
+            self._tell_notices()
             self._full_runs += 1
             self._detailed[key] = self._full_runs
             self.resultReady.emit(generation, key, Shown(res, display_array(loaded.image), loaded_thumb(loaded)))
@@ -385,12 +390,14 @@ class InferenceWorker(QObject):
                 self.resultReady.emit(job.generation, key, Shown(res, None, self._thumbs.pop(key, None),
                                                                  detailed=False))  # fmt: skip
             self._report(job)
+            self._tell_notices()
         except _Interrupted:
             self._close_jobs()
             self.jobFinished.emit(job.generation, "folder", True)
             return
         except StopIteration:
             self._report(job)
+            self._tell_notices()
             self._jobs.popleft()
             if not self._jobs:
                 self._stepping = False
@@ -403,6 +410,13 @@ class InferenceWorker(QObject):
             self.jobFinished.emit(job.generation, "folder", False)
             return
         self._step.emit()
+
+    def _tell_notices(self) -> None:
+        """New notices from the classifier (a GPU out of memory, so the CPU took over)."""
+        clf = self._clf
+        while self._notices_told < len(clf.notices):
+            self.notice.emit(clf.notices[self._notices_told], clf.device.type)
+            self._notices_told += 1
 
     def _report(self, job: _Job) -> None:
         text = f"Classifying {self._done} of {self._total}"
