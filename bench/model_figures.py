@@ -77,7 +77,9 @@ def gemm_efficiency(sizes: Sizes) -> list[Figure]:
     batch = torch.randn(FOLDER_BATCH, 3, s, s)
     n = 256 if sizes.tiny else 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
-    reps = 4 if sizes.tiny else 5  # a bigger matmul count keeps each sample near 100 ms
+    # As many matmuls as make the same FLOPs as one batch: both samples last about as long,
+    # so load elsewhere on the machine is as likely to hit either.
+    reps = max(1, round(flops * FOLDER_BATCH / (2 * n**3)))
 
     def forward():
         clf.forward(batch, mode="none")
