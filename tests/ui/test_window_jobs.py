@@ -572,3 +572,19 @@ def test_nothing_is_left_waiting_rapid_adds_readds_and_a_failed_switch(qtbot, ma
         win.load_model("no-such-model")  # fails: the demo model stays and finishes the folder
     qtbot.waitUntil(win.idle, timeout=120_000)
     assert _classified(win) == len(win.items) and win.model_id == "demo-shapes"
+
+
+def test_large_jpeg_is_shown_through_a_reduced_decode_with_full_size_geometry(qtbot, make_window, tmp_path):
+    win = make_window()
+    s = generate(np.random.default_rng(9), label=8, size=(6000, 4000))
+    path = tmp_path / "big.jpg"
+    s.image.save(path, quality=90)
+    with qtbot.waitSignal(win.overlayDrawn, timeout=60_000):
+        win.add_paths([str(path)])
+    item = win.items[str(path)]
+    assert item.result.geometry.original_size == (6000, 4000)
+    assert item.result.top1.label == "star"
+    assert 2560 <= max(item.display.width(), item.display.height()) <= 3200  # the screen copy, not 6000
+    x, y = item.result.attention_peak
+    left, top, right, bottom = s.bbox
+    assert left - 500 <= x <= right + 500 and top - 500 <= y <= bottom + 500

@@ -363,7 +363,6 @@ class MainWindow(FileActions, QMainWindow):
         self.model_id, self.model_name, self.model_ready = model_id, name, True
         self.settings.last_model = model_id
         self._done_busy("download")
-        self.requestCatalog.emit()  # refreshes the menus' on-disk marks too
         self.modelReady.emit(model_id)
         self.status_model.setText(name)
         self.status_device.setText(device.upper() + (" · fast" if self.fast_action.isChecked() else ""))
@@ -379,6 +378,8 @@ class MainWindow(FileActions, QMainWindow):
         for item in self.items.values():  # a new model: everything again
             item.detailed, item.detail_gen = False, -1
         self._submit(list(self.items))
+        # After the images: listing the catalog imports torchvision (over a second).
+        self.requestCatalog.emit()  # refreshes the menus' on-disk marks too
 
     def _maybe_offer(self) -> None:
         entry = self._catalog.get("vit-b-16")
