@@ -72,3 +72,40 @@ def test_cuda_request_works_or_is_a_clear_error():
     else:
         with pytest.raises(DeviceError, match="CUDA is not available"):
             load_classifier("demo-shapes", device="cuda")
+
+
+def _tiny_classifier(scale_in_proj: float = 1.0, nan_head: bool = False):
+    import torch
+
+    from tests.core.test_checkpoints import _tv
+    from vit_desktop.core.classifier import Classifier
+    from vit_desktop.core.preprocess import Preprocessing
+
+    model = _tv()
+    with torch.no_grad():
+        model.encoder.layers[0].self_attention.in_proj_weight.mul_(scale_in_proj)
+        if nan_head:
+            model.heads.head.bias[0] = float("nan")
+    pre = Preprocessing(input_size=(64, 64), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return Classifier(model, pre, [f"c{i}" for i in range(7)], "tiny", "tiny", torch.device("cpu"))
+
+
+def test_queries_beyond_float16_range_keep_the_maps_finite():
+    from vit_desktop.core import maps
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (res,) = _tiny_classifier(scale_in_proj=1e6).classify(img, attention="full")
+    att = res.attention
+    assert np.abs(att.q.astype(np.float64)).max() > 65504  # would have been inf in float16
+    for spec in (maps.MapSpec("rollout", discard_ratio=0.5), maps.MapSpec("cls", layer=0, head=1)):
+        assert np.isfinite(maps.compute(att, spec, token=3)).all()
+    assert all(np.isfinite(res.attention_peak))
+    (normal,) = _tiny_classifier().classify(img, attention="full")
+    assert normal.attention.q.dtype == np.float16  # float32 only where needed
+
+
+def test_a_model_whose_output_is_nan_fails_that_image_in_one_line():
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (res,) = _tiny_classifier(nan_head=True).classify(img)
+    assert isinstance(res, ImageFailure) and "not a number" in res.error and "\n" not in res.error
+    assert "error" in res.to_dict()

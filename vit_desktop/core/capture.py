@@ -58,8 +58,14 @@ class _Store:
             shape = (b, self.num_layers, h, n, d)
             self.q = torch.empty(shape, dtype=torch.float16, device="cpu")
             self.k = torch.empty(shape, dtype=torch.float16, device="cpu")
+        if self.q.dtype == torch.float16 and max(float(q.abs().amax()), float(k.abs().amax())) > _FP16_MAX:
+            # Beyond float16's range the maps would turn to NaN: keep this result in float32.
+            self.q, self.k = self.q.float(), self.k.float()
         self.q[:, layer].copy_(q)
         self.k[:, layer].copy_(k)
+
+
+_FP16_MAX = 65504.0
 
 
 def _make_forward(mha: nn.MultiheadAttention, store: _Store):

@@ -6,6 +6,7 @@ import copy
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -186,7 +187,7 @@ class Classifier:
             return self._forward(batch, mode)
 
     # -- results -------------------------------------------------------------------------
-    def _results(self, items: Sequence[Prepared], mode: str, top_k: int) -> list[ClassificationResult]:
+    def _results(self, items: Sequence[Prepared], mode: str, top_k: int) -> list[Outcome]:
         t0 = time.perf_counter()
         batch = torch.from_numpy(np.stack([p.array for p in items]))
         logits, att = self.forward(batch, mode)
@@ -195,6 +196,11 @@ class Classifier:
         k = max(1, min(top_k, probs.shape[1]))
         out = []
         for i, p in enumerate(items):
+            if not np.isfinite(probs[i]).all():  # never a NaN in the JSON or on screen
+                out.append(ImageFailure(p.source, f"{os.path.basename(p.source) or p.source}: the model's output "
+                                        "is not a number for this image (NaN or infinite); its weights may be "
+                                        "broken"))  # fmt: skip
+                continue
             order = np.argsort(-probs[i], kind="stable")[:k]
             preds = tuple(Prediction(self._label(j), int(j), float(probs[i, j])) for j in order)
             attention, peak = None, None
@@ -347,7 +353,10 @@ def _load_catalog_model(entry: catalog.ModelEntry, pretrained: bool, progress, c
         return build_torchvision(entry, None)
     fetched = weights.ensure(entry, progress, cancel, allow_download=allow_download)
     try:
-        state = torch.load(str(fetched.path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch notes unusual pickle protocols; the safe loader still decides alone.
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(str(fetched.path), map_location="cpu", weights_only=True)
     except MemoryError:
         raise WeightsError(f"not enough memory to load {entry.display_name}") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError) as exc:

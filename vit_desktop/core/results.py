@@ -24,7 +24,8 @@ class AttentionResult:
     """What one forward pass saw, for one image.
 
     ``cls``: (layers, heads, tokens) float32, the CLS row of every head.
-    ``q``, ``k``: (layers, heads, tokens, head_dim) float16 or None; any other attention
+    ``q``, ``k``: (layers, heads, tokens, head_dim) float16 (float32 for the rare model whose
+    values exceed float16's range) or None; any other attention
     row, head fusion or rollout is recomputed from them exactly.
     """
 
