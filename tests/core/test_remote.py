@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.core.test_weights import _Server
 from vit_desktop.core.errors import ImageLoadError
 from vit_desktop.core.remote import fetch_image, is_web_url
 
@@ -59,11 +60,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # clients that hang up are expected here
-        pass
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import socket
@@ -80,18 +81,27 @@ class _Server(http.server.ThreadingHTTPServer):
         pass
 
 
-@pytest.fixture
-def server():
+@contextlib.contextmanager
+def serving():
+    """The test server on 127.0.0.1 (modes in the path: ok, stall, drop, wrong, …)."""
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.hits = 0
     srv.release = threading.Event()
     srv.daemon_threads = True
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving() as srv:
+        yield srv
 
 
 def _entry(url: str, sha: str = DIGEST, filename: str = "test-weights-0000.pth") -> catalog.ModelEntry:

@@ -12,41 +12,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 from torchvision.models.vision_transformer import VisionTransformer
 
 from vit_desktop.core.demo.shapes import CLASSES, generate
 from vit_desktop.ui.main_window import MainWindow
-from vit_desktop.ui.settings import Settings
 
 from . import bad_images
 from .test_bad_images import assert_one_clear_line
 
 IDLE_MS = 120_000
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIT_DESKTOP_NO_DIALOGS", "1")
-    made: list[MainWindow] = []
-
-    def make(wait: bool = True) -> MainWindow:
-        settings = Settings(QSettings(str(tmp_path / f"s{len(made)}.ini"), QSettings.Format.IniFormat))
-        win = MainWindow(settings, model="demo-shapes", device="cpu")
-        qtbot.addWidget(win)
-        win.show()
-        made.append(win)
-        if wait:
-            qtbot.waitUntil(lambda: bool(win.model_ready), timeout=60_000)
-        return win
-
-    yield make
-    for win in made:
-        win.close()
 
 
 def drop(win: MainWindow, paths: list[str]) -> None:
@@ -301,18 +279,9 @@ def test_closing_the_app_during_inference_exits_within_two_seconds(tmp_path):
 
 
 def test_gpu_out_of_memory_in_the_window_falls_back_with_a_message(qtbot, make_window, tmp_path, monkeypatch):
-    from vit_desktop.core import classifier as classifier_mod
+    from .test_gpu_oom import every_classifier_on_a_full_gpu
 
-    from .test_gpu_oom import pretend_gpu_that_is_full
-
-    real = classifier_mod.load_classifier
-
-    def on_a_full_gpu(*args, **kwargs):
-        clf = real(*args, **kwargs)
-        pretend_gpu_that_is_full(clf)
-        return clf
-
-    monkeypatch.setattr(classifier_mod, "load_classifier", on_a_full_gpu)
+    every_classifier_on_a_full_gpu(monkeypatch)
     win = make_window()
     messages: list[str] = []
     win.statusBar().messageChanged.connect(messages.append)

@@ -64,13 +64,8 @@ def test_out_of_memory_on_the_cpu_is_a_device_error(images):
         clf.classify(images[:1])
 
 
-def test_command_line_says_so_once_and_goes_on(tmp_path, images, monkeypatch, capsys):
-    from vit_desktop.cli import run_cli
-
-    paths = []
-    for i, img in enumerate(images):
-        paths.append(str(tmp_path / f"s{i}.png"))
-        img.save(paths[-1])
+def every_classifier_on_a_full_gpu(monkeypatch) -> None:
+    """Every classifier loaded from now on (CLI, window) pretends to sit on a full GPU."""
     real = classifier_mod.load_classifier
 
     def on_a_full_gpu(*args, **kwargs):
@@ -79,6 +74,16 @@ def test_command_line_says_so_once_and_goes_on(tmp_path, images, monkeypatch, ca
         return clf
 
     monkeypatch.setattr(classifier_mod, "load_classifier", on_a_full_gpu)
+
+
+def test_command_line_says_so_once_and_goes_on(tmp_path, images, monkeypatch, capsys):
+    from vit_desktop.cli import run_cli
+
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(str(tmp_path / f"s{i}.png"))
+        img.save(paths[-1])
+    every_classifier_on_a_full_gpu(monkeypatch)
     assert (
         run_cli(["classify", *paths, "--model", "demo-shapes", "--format", "json", "--batch-size", "2"]) == 0
     )

@@ -88,15 +88,6 @@ def test_drop_folder_and_raw_image_data(qtbot, window, tmp_path):
     assert _wait_result(qtbot, window, key).result.top1.label == "cross"
 
 
-def test_unsupported_drop_is_refused(window):
-    mime = QMimeData()
-    mime.setText("just some words")
-    enter = QDragEnterEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)  # fmt: skip
-    QApplication.sendEvent(window, enter)
-    assert not enter.isAccepted()
-
-
 def test_sliders_rerender_without_running_the_model(qtbot, window, tmp_path):
     path, _ = _shape_file(tmp_path, 0)
     window.add_paths([str(path)])

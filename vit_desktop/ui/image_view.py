@@ -4,7 +4,7 @@ the crop box with the unseen area dimmed, zoom, pan and hover."""
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core.preprocess import Geometry
@@ -24,6 +24,8 @@ class ImageView(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(240, 180)
         self._image: QImage | None = None
+        self._scaled: QPixmap | None = None
+        self._scaled_key: tuple | None = None
         self._original: tuple[int, int] = (0, 0)
         self._overlay: QImage | None = None
         self._geometry: Geometry | None = None
@@ -40,6 +42,8 @@ class ImageView(QWidget):
     # -- content -----------------------------------------------------------------------
     def set_image(self, image: QImage | None, original_size: tuple[int, int] | None = None) -> None:
         self._image = image
+        self._scaled: QPixmap | None = None
+        self._scaled_key: tuple | None = None
         self._original = original_size or ((image.width(), image.height()) if image else (0, 0))
         self._overlay = None
         self._geometry = None
@@ -125,9 +129,13 @@ class ImageView(QWidget):
         z, off = self._transform()
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, z < 2)
         p.translate(off)
+        base = self._base_pixmap(z)
+        if base is not None:  # drawn 1:1 from a copy scaled once per zoom level
+            p.drawPixmap(QPointF(0, 0), base)
         p.scale(z, z)
         target = QRectF(0, 0, ow, oh)
-        p.drawImage(target, self._image)
+        if base is None:
+            p.drawImage(target, self._image)
         if self._overlay is not None:
             p.drawImage(target, self._overlay)
         g = self._geometry
@@ -136,6 +144,23 @@ class ImageView(QWidget):
         p.resetTransform()
         self._paint_drop_hint(p)
         p.end()
+
+    def _base_pixmap(self, z: float) -> QPixmap | None:
+        """The picture scaled (smoothly) to the screen once per zoom level: repainting a
+        3000-px image with smooth scaling on every slider move would stall the window."""
+        ow, oh = self._original
+        dpr = self.devicePixelRatioF()
+        w, h = max(1, round(ow * z * dpr)), max(1, round(oh * z * dpr))
+        if w >= self._image.width():  # zoomed in past the image's pixels: the painter scales
+            return None
+        key = (id(self._image), w, h)
+        if self._scaled_key != key:
+            scaled = self._image.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
+                                        Qt.TransformationMode.SmoothTransformation)  # fmt: skip
+            self._scaled = QPixmap.fromImage(scaled)
+            self._scaled.setDevicePixelRatio(dpr)
+            self._scaled_key = key
+        return self._scaled
 
     def _paint_drop_hint(self, p: QPainter) -> None:
         """While something is dragged over the window: a highlighted frame and what a drop

@@ -9,6 +9,18 @@ from ..core import maps
 MAX_RECENT = 10
 
 
+def _flag(key: str, doc: str) -> property:
+    """A yes/no setting (stored as "true"/"false", so any QSettings format reads it back)."""
+
+    def get(self) -> bool:
+        return self._get(key, "false", str) in ("true", "1", "True")
+
+    def put(self, value: bool) -> None:
+        self._s.setValue(key, "true" if value else "false")
+
+    return property(get, put, doc=doc)
+
+
 class Settings:
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self._s = qsettings or QSettings()
@@ -37,21 +49,8 @@ class Settings:
     def device(self, value: str) -> None:
         self._s.setValue("model/device", value)
 
-    @property
-    def fast(self) -> bool:
-        return self._get("model/fast", "false", str) in ("true", "1", "True")
-
-    @fast.setter
-    def fast(self, value: bool) -> None:
-        self._s.setValue("model/fast", "true" if value else "false")
-
-    @property
-    def offer_dismissed(self) -> bool:
-        return self._get("model/offer_dismissed", "false", str) in ("true", "1", "True")
-
-    @offer_dismissed.setter
-    def offer_dismissed(self, value: bool) -> None:
-        self._s.setValue("model/offer_dismissed", "true" if value else "false")
+    fast = _flag("model/fast", "fast mode on")
+    offer_dismissed = _flag("model/offer_dismissed", "the ViT-B/16 download offer dismissed for good")
 
     @property
     def recent_files(self) -> list[str]:
