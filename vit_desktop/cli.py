@@ -393,6 +393,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 def gui_main() -> int:
     ensure_std_streams()
     setup_logging()
+    logging.captureWarnings(True)  # warnings go to the log, as with `vit-desktop`
     from .app_launch import launch_gui
 
     return launch_gui(sys.argv[1:])

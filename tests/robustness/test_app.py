@@ -137,7 +137,7 @@ def test_hundreds_of_rapid_drops_while_the_model_loads(qtbot, make_window, tmp_p
         if i >= 200 and i % 10 == 0:
             qtbot.wait(5)  # later on, the event loop turns between bursts: the model arrives
     assert dropped_before_ready >= 200, dropped_before_ready
-    assert slowest < 1.0, f"a drop blocked the window for {slowest:.2f} s"
+    assert slowest < 3.0, f"a drop blocked the window for {slowest:.2f} s"  # generous: no decoding
     wait_idle(qtbot, win)
     assert sorted(win.items) == sorted(files) and win.gallery.count() == len(files)
     for path, label in truth.items():

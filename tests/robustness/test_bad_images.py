@@ -96,7 +96,7 @@ def test_bomb_is_tiny_on_disk_and_refused_from_the_header(cases):
     assert os.path.getsize(case.path) < 1024
     out, elapsed = _load_with_deadline(case.path)
     assert isinstance(out.get("error"), ImageLoadError) and re.search(r"900 MP.*limit", str(out["error"]))
-    assert elapsed < 2  # nothing was decoded
+    assert elapsed < 10  # nothing was decoded (a 900-megapixel decode takes far longer)
 
 
 def test_postscript_renamed_jpg_never_reaches_ghostscript(cases, monkeypatch):

@@ -170,7 +170,7 @@ def test_absurd_announced_size_is_refused_before_reading(server):
     with pytest.raises(WeightsError) as err:
         weights.download(entry)
     assert "announced" in _one_line(err.value)
-    assert time.monotonic() - start < 3 and _nothing_cached(entry)
+    assert time.monotonic() - start < 10 and _nothing_cached(entry)
 
 
 def test_redirect_loop_ends(server):
@@ -190,7 +190,7 @@ def test_server_that_is_not_http(reply):
         start = time.monotonic()
         with pytest.raises(WeightsError) as err:  # OfflineError, or "sent nothing"
             weights.ensure(entry)
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 20  # did not hang (generous: the machine may be busy)
         assert "net-test-0000.pth" in _one_line(err.value) and _nothing_cached(entry)
     finally:
         srv.close()
@@ -204,7 +204,7 @@ def test_trickle_is_cancelled_promptly(server):
     start = time.monotonic()
     with pytest.raises(DownloadCancelled):
         weights.download(entry, cancel=cancel.is_set)
-    assert time.monotonic() - start < 2.5 and _nothing_cached(entry)
+    assert time.monotonic() - start < 10 and _nothing_cached(entry)  # only cancel ends a trickle
 
 
 def test_many_downloads_of_one_file_with_one_cancelled(server):

@@ -66,7 +66,7 @@ def test_names_are_per_user_and_private(monkeypatch, tmp_path):
 def test_nobody_listening_means_start_a_window(qapp):
     t0 = time.monotonic()
     assert si.send_to_running(["a.png"], name=_name()) is False
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 5  # did not hang (generous: the machine may be busy)
 
 
 def test_paths_from_a_second_start_reach_the_first_made_absolute(qtbot, tmp_path):

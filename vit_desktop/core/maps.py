@@ -16,6 +16,7 @@ Nothing here hard-codes a grid: 7×7, 14×14, 24×24 and 37×37 all go through t
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ def full_attention(att: AttentionResult, layer: int) -> np.ndarray:
 #: never kept.
 _FUSED_CACHE_MAX_BYTES = 64 << 20
 _FUSED_CACHE_ENTRIES = 4
+_fused_lock = threading.Lock()
 _fused_cache: OrderedDict[tuple[int, str], tuple[weakref.ref, list[np.ndarray]]] = OrderedDict()
 
 
@@ -142,14 +144,15 @@ def fused_layer(att: AttentionResult, layer: int, fusion: str) -> np.ndarray:
     if n * n * layers * 4 > _FUSED_CACHE_MAX_BYTES:
         return _fuse(full_attention(att, layer), fusion)
     key = (id(att), fusion)
-    hit = _fused_cache.get(key)
-    if hit is None or hit[0]() is not att:  # an id can be reused once a result is gone
-        hit = (weakref.ref(att), [None] * layers)
-        _fused_cache[key] = hit
-        while len(_fused_cache) > _FUSED_CACHE_ENTRIES:
-            _fused_cache.popitem(last=False)
-    else:
-        _fused_cache.move_to_end(key)
+    with _fused_lock:  # the worker (default peak) and the GUI thread (redraws) both come here
+        hit = _fused_cache.get(key)
+        if hit is None or hit[0]() is not att:  # an id can be reused once a result is gone
+            hit = (weakref.ref(att), [None] * layers)
+            _fused_cache[key] = hit
+            while len(_fused_cache) > _FUSED_CACHE_ENTRIES:
+                _fused_cache.popitem(last=False)
+        else:
+            _fused_cache.move_to_end(key)
     mats = hit[1]
     if mats[layer] is None:
         mats[layer] = _fuse(full_attention(att, layer), fusion).astype(np.float32)

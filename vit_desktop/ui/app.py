@@ -36,8 +36,30 @@ def make_app(argv: list[str]) -> QApplication:
     return app
 
 
+def _log_uncaught() -> None:
+    """An exception escaping a Qt slot (GUI thread) or a Python thread goes to the log file
+    with its traceback; a windowed build has no console to print it to."""
+    import threading
+
+    previous = sys.excepthook
+
+    def hook(kind, value, tb) -> None:
+        log.error("uncaught exception", exc_info=(kind, value, tb))
+        if sys.stderr is not None:
+            previous(kind, value, tb)
+
+    def thread_hook(args) -> None:
+        if args.exc_type is not SystemExit:
+            log.error("uncaught exception in thread %s", getattr(args.thread, "name", "?"),
+                      exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # fmt: skip
+
+    sys.excepthook = hook
+    threading.excepthook = thread_hook
+
+
 def run_app(argv: list[str]) -> int:
     args = parse_args(argv)
+    _log_uncaught()
     if args.screenshot:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         os.environ["VIT_DESKTOP_NO_DIALOGS"] = "1"
@@ -55,9 +77,13 @@ def run_app(argv: list[str]) -> int:
 
     qs = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else None
     if args.screenshot and qs is None:
+        import atexit
+        import shutil
         import tempfile
 
-        qs = QSettings(os.path.join(tempfile.mkdtemp(), "screenshot.ini"), QSettings.Format.IniFormat)
+        scratch = tempfile.mkdtemp(prefix="vit-desktop-screenshot-")  # settings of this run only
+        atexit.register(shutil.rmtree, scratch, True)
+        qs = QSettings(os.path.join(scratch, "screenshot.ini"), QSettings.Format.IniFormat)
     win = MainWindow(Settings(qs), model=args.model, device=args.device)
     _trace_events(win)
     if single:

@@ -60,6 +60,10 @@ class Settings:
         return [str(x) for x in (v or [])]
 
     def add_recent(self, path: str) -> None:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes would be dropped: a wrong entry
+            return
         items = [path] + [p for p in self.recent_files if p != path]
         self._s.setValue("files/recent", items[:MAX_RECENT])
 

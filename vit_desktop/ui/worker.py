@@ -340,7 +340,11 @@ class InferenceWorker(QObject):
             loaded = load_image(path, max_pixels=clf.max_pixels, min_size=clf.preprocessing.resized_size)
             return loaded, loaded_thumb(loaded)
 
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="folder-decode") as pool:
+        from ..core.devices import decode_workers, lower_thread_priority
+
+        # Like the command line: low-priority decoders that leave torch a core on small machines.
+        with ThreadPoolExecutor(max_workers=decode_workers(), thread_name_prefix="folder-decode",
+                                initializer=lower_thread_priority) as pool:  # fmt: skip
             ahead: deque = deque()
             it = iter(keys)
             try:
