@@ -28,8 +28,8 @@ exe="${1:-}"
 if [ -n "$exe" ]; then
     [ -x "$exe" ] || { echo "install-desktop: $exe is not an executable file" >&2; exit 2; }
     exe="$(cd "$(dirname "$exe")" && pwd)/$(basename "$exe")"
-    case "$exe" in *[[:space:]\"\'\\\$\`]*)
-        echo "install-desktop: the program's path must not contain spaces or quotes: $exe" >&2; exit 2;;
+    case "$exe" in *[[:space:]\"\'\\\$\`\&\|%]*)
+        echo "install-desktop: the program's path must not contain spaces, quotes, &, | or %: $exe" >&2; exit 2;;
     esac
 fi
 

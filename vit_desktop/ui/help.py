@@ -65,8 +65,9 @@ def show_shortcuts(parent, menubar: QMenuBar) -> QDialog:
 def _version(dist: str) -> str:
     try:
         return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    except metadata.PackageNotFoundError:  # a frozen build may carry no metadata
+        module = sys.modules.get(dist)
+        return getattr(module, "__version__", None) or "(version not recorded)"
 
 
 def about_text(model: str | None, device: str | None) -> str:
