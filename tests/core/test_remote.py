@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import io
 import threading
 import time
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.core.test_weights import _Server
+from tests.core.test_weights import QuietHandler, _Server
 from vit_desktop.core.errors import ImageLoadError
 from vit_desktop.core.remote import fetch_image, is_web_url
 
@@ -21,12 +20,7 @@ _img.save(_buf, format="PNG")
 PNG = _buf.getvalue()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
+class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802
         mode = self.path.strip("/").split("/")[0]
         if mode == "missing":

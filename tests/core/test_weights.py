@@ -26,12 +26,16 @@ PAYLOAD = bytes(range(256)) * 4096 * 3  # 3 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1, and no request lines in the test output (every test server's base)."""
+
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):  # keep the test output clean
+    def log_message(self, *args):
         pass
 
+
+class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802
         server = self.server
         server.hits += 1

@@ -7,13 +7,13 @@ tests/core/test_weights.py.)
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
 import threading
 import time
 
 import pytest
 
+from tests.core.test_weights import QuietHandler, _Server
 from vit_desktop.core import catalog, weights
 from vit_desktop.core.errors import DownloadCancelled, WeightsError
 from vit_desktop.core.preprocess import Preprocessing
@@ -22,12 +22,7 @@ PAYLOAD = bytes(range(256)) * 4096 * 2  # 2 MiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
+class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802
         mode = self.path.strip("/").split("/")[0]
         try:
@@ -79,16 +74,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass
-
-
 @pytest.fixture
 def server():
     srv = _Server(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
     srv.release = threading.Event()
     threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     yield srv

@@ -18,7 +18,7 @@ from PySide6.QtCore import QMimeData, QSettings, Qt, QUrl
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtTest import QTest
 
-from tests.core.test_weights import DIGEST, _entry, serving
+from tests.core.test_weights import DIGEST, QuietHandler, _entry, serving
 from vit_desktop.core import catalog, weights
 from vit_desktop.core.demo.shapes import CLASSES, generate
 from vit_desktop.ui.settings import Settings
@@ -190,10 +190,7 @@ def test_download_asks_first_and_cancel_keeps_the_current_model(qtbot, make_wind
 # -- web links ---------------------------------------------------------------------------------------
 
 
-class _ImageHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class _ImageHandler(QuietHandler):
     def do_GET(self):  # noqa: N802
         self.server.hits += 1
         body = self.server.body
@@ -440,7 +437,7 @@ def test_fast_mode_toggle_recomputes_and_persists(qtbot, make_window, tmp_path):
     win.add_paths([str(path)])
     before = _wait_result(qtbot, win, str(path)).result
     dtype, why = fast_dtype(torch.device("cpu"))
-    with qtbot.waitSignal(win.worker.worker.fastState, timeout=30_000) as state:
+    with qtbot.waitSignal(win.fastChanged, timeout=30_000) as state:  # the window has applied it
         win.fast_action.trigger()
     assert win.settings.fast
     if dtype is None:  # this CPU has no fast path: the menu says why and stays off

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable
 
 from .errors import ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from .weights import wake_blocked_read
 
 MAX_BYTES = 50_000_000
 TIMEOUT_S = 20.0
@@ -88,12 +88,7 @@ def fetch_image(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = TIMEOU
                 why.append(f"{url}: took longer than {timeout:.0f} s; not fetched")
             else:
                 continue
-            sock = getattr(current[0], "sock", None)
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            wake_blocked_read(current[0])
             return
 
     watcher = threading.Thread(target=watch, name="fetch-watch", daemon=True)

@@ -144,6 +144,17 @@ def ensure(
     return Fetched(path, downloaded=True, recovered_corrupt=recovered)
 
 
+def wake_blocked_read(conn: http.client.HTTPConnection | None) -> None:
+    """Make a read blocked in recv() on ``conn`` (from another thread) return at once, by
+    shutting its socket down; nothing happens if it is not connected or already closed."""
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _missing_message(entry: ModelEntry, reason: str) -> str:
     target = cached_path(entry)
     url = with_base_url(entry, weights_base_url()).url
@@ -254,11 +265,7 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
         while not finished.wait(POLL_S):
             if cancel is not None and cancel():
                 cancelled.set()
-                try:
-                    if conn.sock is not None:
-                        conn.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                wake_blocked_read(conn)
                 return
 
     watcher = threading.Thread(target=watch, name="download-cancel", daemon=True)

@@ -9,8 +9,6 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core.preprocess import Geometry
 
-DISPLAY_MAX_SIDE = 2560  # the base image is kept at most this large for painting
-
 
 class ImageView(QWidget):
     hoveredPatch = Signal(int, int)  # row, col

@@ -81,6 +81,7 @@ class MainWindow(FileActions, QMainWindow):
     modelReady = Signal(object)
     errorShown = Signal(object, str)  # what (model or an image key), message
     jobDone = Signal(bool)  # a folder run ended (cancelled?)
+    fastChanged = Signal(bool, str)  # fast mode on?, why it could not be turned on ("" = fine)
     overlayExported = Signal(str, str)  # destination ("" = clipboard), error ("" = fine)
 
     def __init__(self, settings: Settings, model: str | None = None, device: str | None = None) -> None:
@@ -344,6 +345,7 @@ class MainWindow(FileActions, QMainWindow):
                 item.detailed, item.detail_gen = False, -1
             if self.current in self.items and self.items[self.current].error is None:
                 self._request_detail(self.current)
+        self.fastChanged.emit(on, why)
 
     def load_model(self, model: str, allow_download: bool = False, labels: str = "") -> None:
         """Load in the worker; queued work for the old model is dropped (latest wins).
