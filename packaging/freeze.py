@@ -114,7 +114,9 @@ def loaded_by_path(package: str) -> list[tuple[str, str]]:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"{package} is not installed in this environment")
     folder = Path(next(iter(spec.submodule_search_locations)))
-    return [(str(p), package) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in NATIVE_SUFFIXES]
+    return [
+        (str(p), package) for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in NATIVE_SUFFIXES
+    ]
 
 
 def stage(dest: Path) -> Path:

@@ -231,7 +231,9 @@ def test_checkpoint_with_a_labels_file(folder, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("cat\ndog\nbird\n")
     path = next(p for p in sorted(folder[0].iterdir()) if p.suffix == ".png")
-    r = run("classify", str(path), "--model", str(tmp_path / "net.pth"), "--labels", str(names), "--top-k", "3")
+    r = run(
+        "classify", str(path), "--model", str(tmp_path / "net.pth"), "--labels", str(names), "--top-k", "3"
+    )
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout.splitlines()[0])
     assert {p["label"] for p in row["top_k"]} == {"cat", "dog", "bird"}

@@ -20,7 +20,13 @@ def test_wheel_contains_demo_weights_and_labels(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for asset in ("demo_shapes.safetensors", "demo_shapes.labels.txt"):
         assert f"vit_desktop/resources/{asset}" in names
-    for icon in ("vit-desktop.svg", "vit-desktop-16.png", "vit-desktop-512.png", "vit-desktop.ico", "vit-desktop.icns"):
+    for icon in (
+        "vit-desktop.svg",
+        "vit-desktop-16.png",
+        "vit-desktop-512.png",
+        "vit-desktop.ico",
+        "vit-desktop.icns",
+    ):
         assert f"vit_desktop/resources/icons/{icon}" in names
     assert "vit_desktop/core/classifier.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

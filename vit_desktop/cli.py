@@ -7,17 +7,20 @@ are one clear line on stderr; tracebacks go to the log file only.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .core.defaults import DEVICE_CHOICES
+from .core.export import FORMATS
+from .core.text import display
 from .logs import ensure_std_streams, log_exception, setup_logging
+from .options import add_window_options
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("classify", "models", "download")
@@ -31,25 +34,31 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vit-desktop",
+        usage="%(prog)s [IMAGE ...] [--model M] [--device D] [--screenshot OUT.png]\n"
+        "       %(prog)s {classify,models,download} ...",
         description="Classify images with Vision Transformers and see where they looked. "
-        "With no command, opens the app.",
+        "With no command, opens the app (with any IMAGE files or folders given).",
     )
     p.add_argument("--version", action="version", version=f"vit-desktop {__version__}")
     p.add_argument("--self-test", action="store_true",
                    help="check this installation (imports, Qt, the demo model, devices, caches), "
                    "print a short report and exit non-zero on any failure")  # fmt: skip
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    add_window_options(p.add_argument_group("the window (no command)"), images=False)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, prog="vit-desktop")
 
     c = sub.add_parser("classify", help="classify images and folders")
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     c.add_argument("--model", default=None, help="catalog id or checkpoint path (default: "
                    "ViT-B/16 when its weights are cached, else demo-shapes)")  # fmt: skip
-    c.add_argument("--labels", metavar="FILE", help="labels for a checkpoint (.txt one per line, or .json) "
-                   "instead of NAME.labels.txt next to it")
+    c.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels for a checkpoint (.txt one per line, or .json) instead of NAME.labels.txt next to it",
+    )
     c.add_argument("--top-k", type=int, default=5)
-    c.add_argument("--format", choices=("json", "csv", "table"), default=None,
+    c.add_argument("--format", choices=FORMATS, default=None,
                    help="default: table on a terminal, json otherwise")  # fmt: skip
-    c.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    c.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     c.add_argument("--batch-size", type=int, default=8)
     c.add_argument("--recursive", action="store_true", help="walk sub-folders too")
     c.add_argument("--attention-out", metavar="DIR", help="write NAME.overlay.png per image")
@@ -69,118 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# -- image discovery -------------------------------------------------------------------------
-
-
-def iter_image_paths(paths: Sequence[str], recursive: bool) -> Iterator[str]:
-    """Files as given (even with odd extensions: the loader will say what is wrong) and the
-    images inside folders (non-images skipped quietly; symlink loops not followed)."""
-    from .core.images import is_image_path
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            yield from _walk(p, recursive, is_image_path)
-        else:
-            yield raw
-
-
-def _walk(root: Path, recursive: bool, is_image) -> Iterator[str]:
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            st = folder.stat()
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        subdirs = []
-        for e in entries:
-            try:
-                is_dir = e.is_dir()
-            except OSError:  # a symlink that loops: the loader will say so, not silence
-                is_dir = False
-            if is_dir:
-                if recursive:
-                    subdirs.append(Path(e.path))
-            elif is_image(e.name):
-                yield e.path
-        stack.extend(reversed(subdirs))
-
-
-# -- output ---------------------------------------------------------------------------------
-
-CSV_FIELDS = ("path", "model", "device", "rank", "label", "index", "prob", "latency_ms",
-              "image_width", "image_height", "crop_left", "crop_top", "crop_right",
-              "crop_bottom", "grid_rows", "grid_cols", "peak_x", "peak_y", "error")  # fmt: skip
-
-
-def csv_rows(obj: dict) -> Iterator[dict]:
-    if "error" in obj:
-        yield {"path": obj["path"], "error": obj["error"]}
-        return
-    crop = obj["crop_box"]
-    peak = obj["attention_peak"] or [None, None]
-    for rank, pred in enumerate(obj["top_k"], 1):
-        yield {
-            "path": obj["path"], "model": obj["model"], "device": obj["device"], "rank": rank,
-            "label": pred["label"], "index": pred["index"], "prob": pred["prob"],
-            "latency_ms": obj["latency_ms"], "image_width": obj["image_size"][0],
-            "image_height": obj["image_size"][1], "crop_left": crop[0], "crop_top": crop[1],
-            "crop_right": crop[2], "crop_bottom": crop[3], "grid_rows": obj["patch_grid"][0],
-            "grid_cols": obj["patch_grid"][1], "peak_x": peak[0], "peak_y": peak[1], "error": "",
-        }  # fmt: skip
-
-
-def table_line(obj: dict) -> str:
-    name = _printable(obj["path"])
-    if "error" in obj:
-        return f"{name}\tERROR\t{obj['error']}"
-    preds = ", ".join(f"{p['label']} {p['prob'] * 100:.1f}%" for p in obj["top_k"][:3])
-    return f"{name}\t{preds}\t{obj['latency_ms']:.0f} ms"
-
-
-class Writer:
-    def __init__(self, fmt: str, stream) -> None:
-        self.fmt, self.stream = fmt, stream
-        self.csv = None
-        if fmt == "csv":
-            self.csv = csv.DictWriter(stream, fieldnames=CSV_FIELDS, extrasaction="ignore")
-            self.csv.writeheader()
-
-    def write(self, obj: dict) -> None:
-        if self.fmt == "json":
-            self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        elif self.fmt == "csv":
-            for row in csv_rows(obj):
-                self.csv.writerow(row)
-        else:
-            self.stream.write(table_line(obj) + "\n")
-        self.stream.flush()
-
-
-def _printable(text: str) -> str:
-    """One line whatever the file name holds: control characters (a newline in a name) and
-    undecodable bytes are shown as escapes."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)  # fmt: skip
-
-
-def _display_path(path: str) -> str:
-    # Non-UTF-8 names survive as escapes instead of crashing the JSON writer.
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 # -- commands -------------------------------------------------------------------------------
 
 
@@ -197,6 +94,8 @@ def _progress(done: int, total: int | None, label: str) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     from .core import maps
     from .core.classifier import default_model_id, load_classifier
+    from .core.export import ResultWriter, failure_record, open_output
+    from .core.paths import iter_image_paths
     from .core.results import ClassificationResult
 
     if args.top_k < 1:
@@ -218,23 +117,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     else:
         attention = "peak"
     paths = list(iter_image_paths(args.paths, args.recursive))
-    stream = (
-        open(args.output, "w", encoding="utf-8", newline="", errors="backslashreplace")  # noqa: SIM115
-        if args.output
-        else sys.stdout
-    )
+    stream = open_output(args.output) if args.output else sys.stdout
     failed = 0
     try:
-        writer = Writer(fmt, stream)
+        writer = ResultWriter(fmt, stream)
         for i, res in enumerate(clf.iter_classify(paths, args.batch_size, args.top_k, attention), 1):
             obj = res.to_dict()
-            obj["path"] = _display_path(obj["path"])
-            if "error" in obj:
-                obj["error"] = _display_path(obj["error"])
             if isinstance(res, ClassificationResult) and out_dir and res.attention is not None:
-                err = _write_overlay(res, out_dir)
+                err = _write_overlay(res, out_dir, clf.max_pixels)
                 if err:
-                    obj = {"path": obj["path"], "error": _display_path(err)}
+                    obj = failure_record(res.source, err)
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:
@@ -261,36 +153,26 @@ def _tell(notices: list[str], already: int) -> int:
 
 def _with_path(path: str, error: str) -> str:
     """``path: reason`` without repeating the file name the error already starts with."""
-    path, error = _printable(path), _printable(error)
+    path, error = display(path), display(error)
     name = os.path.basename(path)
     if name and error.startswith(name + ": "):
         error = error[len(name) + 2 :]
     return f"{path}: {error}"
 
 
-def _write_overlay(res, out_dir: Path) -> str | None:
+def _write_overlay(res, out_dir: Path, max_pixels: int) -> str | None:
+    """The default map over the image at its own resolution, as NAME.overlay.png; the
+    reason in one line when it cannot be drawn or written."""
     from .core import maps
-    from .core.errors import ImageLoadError
-    from .core.images import load_image
-    from .core.overlay import blend
+    from .core.errors import VitDesktopError
+    from .core.overlay import overlay_path, render_on_original, save_png
 
     try:
-        full = load_image(res.source)
         grid = maps.compute(res.attention, maps.DEFAULT_MAP)
-        img = blend(full.image, grid, res.geometry)
-        name = Path(res.source).stem or "image"
-        target = out_dir / f"{name}.overlay.png"
-        n = 1
-        while target.exists() and n < 1000:
-            target = out_dir / f"{name}-{n}.overlay.png"
-            n += 1
-        img.save(target)
-    except ImageLoadError as exc:
+        img = render_on_original(res.source, grid, res.geometry, max_pixels=max_pixels)
+        save_png(img, overlay_path(out_dir, res.source))
+    except VitDesktopError as exc:
         return exc.one_line()
-    except MemoryError:
-        return "not enough memory to draw the overlay at this image's resolution"
-    except OSError as exc:
-        return f"could not write the overlay: {exc.strerror or exc}"
     return None
 
 
@@ -364,10 +246,10 @@ def run_cli(argv: Sequence[str]) -> int:
         print("vit-desktop: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a bug: one line here, the traceback in the log
+        from .core.text import one_line
+
         path = log_exception("unexpected error")
-        reason = " ".join(str(exc).split())
-        print(f"vit-desktop: unexpected error: {type(exc).__name__}: {reason} (details in {path})",
-              file=sys.stderr)  # fmt: skip
+        print(f"vit-desktop: unexpected error: {one_line(exc)} (details in {path})", file=sys.stderr)
         return EXIT_USAGE
 
 

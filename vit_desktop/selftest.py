@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .core.text import brief
 from .logs import get_logger, log_dir
 
 OK, FAIL, NOTE = "ok", "FAIL", "note"
@@ -235,7 +236,7 @@ def check_log_folder() -> Check:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+    return brief(str(exc), 300)
 
 
 def _guarded(name: str, fn: Callable[[], Check]) -> Check:

@@ -269,3 +269,55 @@ def test_no_encoder_layers(tmp_path):
     torch.save(sd, tmp_path / "empty.pth")
     with pytest.raises(CheckpointError, match="encoder"):
         load_checkpoint(tmp_path / "empty.pth")
+
+
+# -- the one safe torch.load, for checkpoints and cached downloads alike -------------------------
+
+
+def test_safe_torch_load_says_why_it_refused(tmp_path):
+    from vit_desktop.core.checkpoints import SafeLoadError, safe_torch_load
+
+    marker = tmp_path / "pwned"
+    evil = _Evil()
+    evil.marker = marker
+    torch.save({"w": torch.ones(2), "x": evil}, tmp_path / "evil.pth")
+    with pytest.raises(SafeLoadError, match=r"^evil\.pth: refused by the safe loader") as err:
+        safe_torch_load(tmp_path / "evil.pth")
+    assert err.value.kind == "refused" and not marker.exists()
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pth")
+    data = (tmp_path / "ok.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SafeLoadError, match="not a readable PyTorch checkpoint") as err:
+        safe_torch_load(tmp_path / "cut.pth", "the cut file")
+    assert err.value.kind == "damaged" and str(err.value).startswith("the cut file: ")
+    assert torch.equal(safe_torch_load(tmp_path / "ok.pth")["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("content", ["code", "truncated"])
+def test_cached_weights_that_will_not_load_safely_are_removed(tmp_path, content):
+    from vit_desktop.core import catalog, loading
+    from vit_desktop.core.errors import CorruptCacheError
+
+    entry = catalog.get("demo-shapes")
+    path = tmp_path / "cached.pth"
+    marker = tmp_path / "pwned"
+    if content == "code":
+        evil = _Evil()
+        evil.marker = marker
+        torch.save({"state_dict": evil}, path)
+    else:
+        torch.save(_tv().state_dict(), path)
+        path.write_bytes(path.read_bytes()[:4000])
+    with pytest.raises(CorruptCacheError, match="have been removed; download them again"):
+        loading.cached_state(entry, path)
+    assert not path.exists() and not marker.exists()
+
+
+def test_cached_weights_that_load_give_their_tensors(tmp_path):
+    from vit_desktop.core import catalog, loading
+
+    sd = _tv().state_dict()
+    torch.save(sd, tmp_path / "cached.pth")
+    state = loading.cached_state(catalog.get("demo-shapes"), tmp_path / "cached.pth")
+    assert state.keys() == sd.keys() and all(torch.equal(state[k], sd[k]) for k in sd)
+    assert (tmp_path / "cached.pth").exists()

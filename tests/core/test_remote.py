@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.core.test_weights import QuietHandler, _Server
+from tests.helpers import QuietHandler
+from tests.helpers import QuietServer as _Server
 from vit_desktop.core.errors import ImageLoadError
 from vit_desktop.core.remote import fetch_image, is_web_url
 
@@ -25,6 +26,15 @@ class _Handler(QuietHandler):
         mode = self.path.strip("/").split("/")[0]
         if mode == "missing":
             self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if mode in ("hop", "elsewhere"):  # a redirect on this host, or to another name for it
+            port = self.server.server_address[1]
+            self.send_response(302)
+            self.send_header(
+                "Location", "/ok/a.png" if mode == "hop" else f"http://localhost:{port}/ok/a.png"
+            )
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
@@ -116,3 +126,19 @@ def test_refused_connection_and_non_web_links():
         assert not is_web_url(bad)
         with pytest.raises(ImageLoadError, match="only http and https"):
             fetch_image(bad)
+
+
+def test_redirects_stay_on_the_host_the_person_agreed_to(base):
+    assert fetch_image(f"{base}/hop/x.png").original_size == (90, 60)
+    with pytest.raises(ImageLoadError) as err:
+        fetch_image(f"{base}/elsewhere/x.png")
+    line = err.value.one_line()
+    assert line.startswith(f"{base}/elsewhere/x.png: refused a redirect") and "localhost" in line
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999999/x.png", "http://[::1/x.png", "http://[zz]/x.png"])
+def test_malformed_links_are_one_clear_line(url):
+    with pytest.raises(ImageLoadError) as err:
+        fetch_image(url)
+    line = err.value.one_line()
+    assert line.startswith(url) and "malformed link" in line

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.server
 import socket
 import threading
 import time
@@ -12,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import DIGEST, PAYLOAD, serving
+from tests.helpers import weights_entry as _entry
 from vit_desktop.core import catalog, weights
 from vit_desktop.core.errors import (
     ChecksumError,
@@ -20,100 +19,12 @@ from vit_desktop.core.errors import (
     OfflineError,
     WeightsError,
 )
-from vit_desktop.core.preprocess import Preprocessing
-
-PAYLOAD = bytes(range(256)) * 4096 * 3  # 3 MiB
-DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
-
-
-class QuietHandler(http.server.BaseHTTPRequestHandler):
-    """HTTP/1.1, and no request lines in the test output (every test server's base)."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-
-class _Handler(QuietHandler):
-    def do_GET(self):  # noqa: N802
-        server = self.server
-        server.hits += 1
-        mode = self.path.strip("/").split("/")[0]
-        body = PAYLOAD
-        if mode == "redirect":
-            self.send_response(302)
-            self.send_header("Location", "/ok/file.pth")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if mode == "missing":
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if mode == "wrong":
-            body = PAYLOAD[::-1]
-        self.send_response(200)
-        declared = len(body) // 2 if mode == "more" else len(body)
-        self.send_header("Content-Length", str(declared))
-        self.end_headers()
-        try:
-            if mode == "drop":
-                self.wfile.write(body[: len(body) // 3])
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if mode == "stall":
-                self.wfile.write(body[:65536])
-                self.wfile.flush()
-                server.release.wait(10)
-                return
-            if mode == "slow":
-                for i in range(0, len(body), 65536):
-                    self.wfile.write(body[i : i + 65536])
-                    self.wfile.flush()
-                    time.sleep(0.01)
-                return
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # clients that hang up are expected here
-        pass
-
-
-@contextlib.contextmanager
-def serving():
-    """The test server on 127.0.0.1 (modes in the path: ok, stall, drop, wrong, …)."""
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.hits = 0
-    srv.release = threading.Event()
-    srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield srv
-    finally:
-        srv.release.set()
-        srv.shutdown()
-        srv.server_close()
 
 
 @pytest.fixture
 def server():
     with serving() as srv:
         yield srv
-
-
-def _entry(url: str, sha: str = DIGEST, filename: str = "test-weights-0000.pth") -> catalog.ModelEntry:
-    pre = Preprocessing(input_size=(32, 32), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
-    return catalog.ModelEntry(
-        id="test-model", display_name="Test model", group="Test", architecture="torchvision:vit_b_16",
-        params=1, preprocessing=pre, labels=("a", "b"), url=url, sha256=sha, filename=filename,
-    )  # fmt: skip
 
 
 def _url(srv, mode: str) -> str:

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.helpers import assert_one_clear_line, shown_name
 from vit_desktop.core.catalog import get as catalog_entry
 from vit_desktop.core.demo.shapes import CLASSES, generate
 from vit_desktop.core.errors import ImageLoadError
@@ -58,20 +59,6 @@ def _load_with_deadline(path: str, seconds: float = 20.0):
     t.join(seconds)
     assert not t.is_alive(), f"load_image({path!r}) still running after {seconds} s"
     return out, time.monotonic() - start
-
-
-def _shown_name(path: str) -> str:
-    name = os.path.basename(path)
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name
-    )
-
-
-def assert_one_clear_line(message: str, path: str) -> None:
-    assert message and "\n" not in message and "\r" not in message, repr(message)
-    assert len(message) <= 300, message
-    assert "Traceback" not in message
-    assert message.startswith(_shown_name(path)[:30]), (message, path)  # says which file
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)
@@ -263,7 +250,7 @@ def _good_shapes(folder: Path, n: int = 6) -> dict[str, str]:
 
 
 def test_command_line_on_a_folder_of_everything(tmp_path):
-    from vit_desktop.cli import _display_path
+    from vit_desktop.core.text import json_safe
 
     folder = tmp_path / "drop"
     cases = build_all(folder)
@@ -316,7 +303,7 @@ def test_command_line_on_a_folder_of_everything(tmp_path):
     bad = [c for c in cases if c.error is not None and c.in_folder]
     assert len(err_lines) == len(bad) + 1, "\n".join(err_lines)  # +1: the broken copy among the many
     for c in cases:
-        shown = _display_path(c.path)
+        shown = json_safe(c.path)
         if not c.in_folder:
             assert shown not in by_path
             continue
@@ -325,7 +312,7 @@ def test_command_line_on_a_folder_of_everything(tmp_path):
             assert "top_k" in row and row["image_size"] == list(c.size), (c.id, row)
         else:
             assert "error" in row, (c.id, row)
-            mine = [ln for ln in err_lines if _shown_name(c.path) in ln]
+            mine = [ln for ln in err_lines if shown_name(c.path) in ln]
             assert len(mine) == 1, (c.id, err_lines)
     for path, label in truth.items():
         (row,) = by_path[path]
@@ -346,7 +333,7 @@ def test_hand_written_bomb_header_is_what_decoders_read():
 def test_walk_of_twenty_thousand_files_lists_each_once(tmp_path):
     """The folder walk at full scale: 20,000 files, one broken, one symlink loop, one folder
     named like a photo: every image-named file listed exactly once, nothing followed twice."""
-    from vit_desktop.cli import iter_image_paths
+    from vit_desktop.core.paths import iter_image_paths
 
     folder = tmp_path / "big"
     (folder / "sub").mkdir(parents=True)

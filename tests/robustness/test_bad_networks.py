@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.core.test_weights import QuietHandler, _Server
+from tests.helpers import QuietHandler
+from tests.helpers import QuietServer as _Server
 from vit_desktop.core import catalog, weights
 from vit_desktop.core.errors import DownloadCancelled, WeightsError
 from vit_desktop.core.preprocess import Preprocessing

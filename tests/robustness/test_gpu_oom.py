@@ -9,27 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from vit_desktop.core import classifier as classifier_mod
+from tests.helpers import every_classifier_on_a_full_gpu, pretend_gpu_that_is_full
 from vit_desktop.core.classifier import load_classifier
 from vit_desktop.core.demo.shapes import generate
 from vit_desktop.core.errors import DeviceError
-
-
-def pretend_gpu_that_is_full(clf) -> list[str]:
-    """Make ``clf`` believe its model sits on an accelerator whose memory is exhausted: the
-    batch is sent to a non-CPU device (``meta``), and the model's first layer raises
-    PyTorch's own OutOfMemoryError for any input that is not on the CPU.  Returns the list of
-    devices the model was really asked to run on."""
-    seen: list[str] = []
-
-    def full(module, args):
-        seen.append(args[0].device.type)
-        if args[0].device.type != "cpu":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    clf.device = torch.device("meta")
-    clf.module.register_forward_pre_hook(full)
-    return seen
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +45,6 @@ def test_out_of_memory_on_the_cpu_is_a_device_error(images):
     clf.module.register_forward_pre_hook(full)
     with pytest.raises(DeviceError, match="out of memory on the CPU"):
         clf.classify(images[:1])
-
-
-def every_classifier_on_a_full_gpu(monkeypatch) -> None:
-    """Every classifier loaded from now on (CLI, window) pretends to sit on a full GPU."""
-    real = classifier_mod.load_classifier
-
-    def on_a_full_gpu(*args, **kwargs):
-        clf = real(*args, **kwargs)
-        pretend_gpu_that_is_full(clf)
-        return clf
-
-    monkeypatch.setattr(classifier_mod, "load_classifier", on_a_full_gpu)
 
 
 def test_command_line_says_so_once_and_goes_on(tmp_path, images, monkeypatch, capsys):

@@ -26,9 +26,23 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .architectures import family_for_module
+
 
 def attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]:
-    """The self-attention modules of the encoder, in forward order."""
+    """The self-attention modules of the encoder, in forward order: the ones the model's
+    registered family names (:attr:`.architectures.Family.attention_modules`), else every
+    ``nn.MultiheadAttention`` (:func:`multihead_attention_modules`).  The replacement forward
+    below is ``nn.MultiheadAttention``'s, so a family must name modules of that type."""
+    family = family_for_module(model)
+    if family is not None and family.attention_modules is not None:
+        return family.attention_modules(model)
+    return multihead_attention_modules(model)
+
+
+def multihead_attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]:
+    """Every ``nn.MultiheadAttention`` in ``model``, in registration (forward) order; refused
+    unless each is batch-first self-attention without extra key/value biases."""
     mods = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
     if not mods:
         raise ValueError("the model has no nn.MultiheadAttention layers to capture")

@@ -1,17 +1,17 @@
-"""Load a model and classify images with one forward pass that also captures attention."""
+"""Load a model and classify images with one forward pass that also captures attention.
+
+Finding and building the model is :mod:`.loading`'s job (:func:`.loading.load_model`);
+:func:`load_classifier` puts what it returns on a device, and ``default_model_id`` is
+re-exported from there."""
 
 from __future__ import annotations
 
 import copy
 import os
-import pickle
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from torch import nn
 
 from . import catalog, maps, weights
 from .capture import AttentionCapture
-from .checkpoints import BuiltModel, load_checkpoint
 from .devices import (
     decode_workers,
     fast_dtype,
@@ -30,15 +29,9 @@ from .devices import (
     lower_thread_priority,
     resolve_device,
 )
-from .errors import (
-    CheckpointError,
-    CorruptCacheError,
-    DeviceError,
-    ImageLoadError,
-    VitDesktopError,
-    WeightsError,
-)
+from .errors import CheckpointError, DeviceError, ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
+from .loading import default_model_id, load_model
 from .preprocess import Geometry, Preprocessing, prepare
 from .results import AttentionResult, ClassificationResult, ImageFailure, Prediction
 
@@ -133,7 +126,10 @@ class Classifier:
         return self._fast_module if self._fast_module is not None else self.module
 
     # -- input ---------------------------------------------------------------------------
-    def prepare(self, item: ImageInput, source: str | None = None) -> Prepared:
+    def prepare(self, item: ImageInput, source: str | None = None,
+                on_decoded: Callable[[LoadedImage], None] | None = None) -> Prepared:  # fmt: skip
+        """Decode (for a path) and preprocess one image; ``on_decoded`` sees a file's decoded
+        image first (the window makes its thumbnail there, on the same decode thread)."""
         t0 = time.perf_counter()
         if isinstance(item, LoadedImage):
             img, original, src = item.image, item.original_size, item.source
@@ -145,6 +141,8 @@ class Classifier:
             src = os.fspath(item)
             # A large JPEG may decode at 1/2–1/8 scale, never below what the resize keeps.
             loaded = load_image(src, max_pixels=self.max_pixels, min_size=self.preprocessing.resized_size)
+            if on_decoded is not None:
+                on_decoded(loaded)
             img, original = loaded.image, loaded.original_size
         arr, geom = prepare(img, self.preprocessing, original)
         return Prepared(source or src, arr, geom, (time.perf_counter() - t0) * 1000)
@@ -251,10 +249,12 @@ class Classifier:
 
     def iter_classify(self, paths: Iterable[ImageInput], batch_size: int = FOLDER_BATCH, top_k: int = 5,
                       attention: bool | str = "none", cancel: Callable[[], bool] | None = None,
-                      workers: int | None = None) -> Iterator[Outcome]:  # fmt: skip
+                      workers: int | None = None,
+                      on_decoded: Callable[[LoadedImage], None] | None = None) -> Iterator[Outcome]:  # fmt: skip
         """Classify many images in input order, decoding the next ones on threads while
-        the model runs.  Failures are yielded as :class:`ImageFailure` and the rest go on.
-        ``cancel`` is checked between batches."""
+        the model runs (the one decode pool of a folder run).  Failures are yielded as
+        :class:`ImageFailure` and the rest go on.  ``cancel`` is checked between batches;
+        ``on_decoded`` is called on the decode thread with each file's decoded image."""
         mode = _attention_mode(attention)
         workers = workers or decode_workers()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode",
@@ -271,7 +271,7 @@ class Classifier:
                     except StopIteration:
                         exhausted = True
                         return
-                    pending.append((item, pool.submit(self.prepare, item)))
+                    pending.append((item, pool.submit(self.prepare, item, None, on_decoded)))
 
             fill()
             while pending:
@@ -310,66 +310,7 @@ def default_peak(att: AttentionResult, geom: Geometry) -> tuple[float, float]:
     return geom.patch_center(r, c)
 
 
-# -- loading ---------------------------------------------------------------------------------
-
-
-def _reinit_head(module: nn.Module) -> None:
-    head = getattr(getattr(module, "heads", None), "head", None)
-    if isinstance(head, nn.Linear):
-        nn.init.normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
-
-
-def build_torchvision(entry: catalog.ModelEntry, state: dict | None) -> nn.Module:
-    from torchvision import models
-
-    builder = entry.architecture.split(":", 1)[1]
-    h, _ = entry.input_size
-    module = getattr(models, builder)(weights=None, image_size=h, num_classes=entry.num_classes)
-    if state is None:
-        _reinit_head(module)  # torchvision initialises the head to zeros
-    else:
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as exc:
-            raise WeightsError(f"{entry.display_name}: the weights do not fit the model ({exc})") from None
-    return module
-
-
-def _load_catalog_model(entry: catalog.ModelEntry, pretrained: bool, progress, cancel,
-                        allow_download: bool) -> nn.Module:  # fmt: skip
-    if entry.architecture == "minivit":
-        from .demo.model import CONFIG
-        from .minivit import MiniViT
-
-        if not pretrained:
-            return MiniViT(CONFIG)
-        res = resources.files("vit_desktop.resources").joinpath(entry.filename or "")
-        with resources.as_file(res) as path:
-            if not Path(path).exists():
-                raise WeightsError(f"the shipped weights {entry.filename} are missing from the installation")
-            return load_checkpoint(path, entry.display_name).module
-    if not pretrained:
-        return build_torchvision(entry, None)
-    fetched = weights.ensure(entry, progress, cancel, allow_download=allow_download)
-    try:
-        with warnings.catch_warnings():
-            # torch notes unusual pickle protocols; the safe loader still decides alone.
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(str(fetched.path), map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise WeightsError(f"not enough memory to load {entry.display_name}") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, AttributeError) as exc:
-        # It passed its hash yet will not load safely: corrupt or not plain tensors.
-        try:
-            fetched.path.unlink()
-        except OSError:
-            pass
-        raise CorruptCacheError(
-            f"the cached weights {fetched.path} could not be loaded safely ({type(exc).__name__}) "
-            "and have been removed; download them again"
-        ) from None
-    return build_torchvision(entry, state)
+# -- loading (finding and building the model is .loading's job) ------------------------------
 
 
 def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog.DEMO_ID,
@@ -378,59 +319,24 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
                     cancel: weights.Cancel | None = None, allow_download: bool = True,
                     max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False,
                     labels: str | os.PathLike[str] | None = None) -> Classifier:  # fmt: skip
-    """A ready classifier for a catalog id, a catalog entry or a checkpoint path.
+    """A ready classifier for a catalog id, a catalog entry or a checkpoint path
+    (:func:`.loading.load_model`) on ``device``.
 
     ``pretrained=False`` builds the architecture with random weights (speed figures).
     ``labels``: a labels file for a checkpoint (instead of the ones next to it).
     ``fast=True`` turns fast mode on (see :meth:`Classifier.set_fast`); where it is not
     available the classifier stays in float32 and says why in ``notices``."""
     limit_numpy_blas_threads()  # map maths stay off the cores torch is using
-    clf = _load(model, device, pretrained, progress, cancel, allow_download, max_pixels, labels)
+    dev = resolve_device(device)  # an unusable device is refused before any download
+    loaded = load_model(model, pretrained=pretrained, progress=progress, cancel=cancel,
+                        allow_download=allow_download, labels=labels)  # fmt: skip
+    clf = Classifier(loaded.module, loaded.preprocessing, loaded.labels, loaded.model_id,
+                     loaded.display_name, dev, max_pixels)  # fmt: skip
     if fast:
         why = clf.set_fast(True)
         if why:
             clf.notices.append(f"fast mode is off: {why}")
     return clf
-
-
-def _load(model, device, pretrained, progress, cancel, allow_download, max_pixels, labels=None) -> Classifier:
-    dev = resolve_device(device)
-    if isinstance(model, catalog.ModelEntry):
-        entry: catalog.ModelEntry | None = model
-    else:
-        text = os.fspath(model)
-        entry = None if _looks_like_path(text) else _catalog_entry(text)
-    if entry is None:
-        built: BuiltModel = load_checkpoint(Path(os.fspath(model)), labels=labels)
-        return Classifier(built.module, built.preprocessing, built.labels, os.fspath(model),
-                          built.name, dev, max_pixels)  # fmt: skip
-    module = _load_catalog_model(entry, pretrained, progress, cancel, allow_download)
-    return Classifier(
-        module, entry.preprocessing, entry.labels, entry.id, entry.display_name, dev, max_pixels
-    )
-
-
-def _catalog_entry(model_id: str) -> catalog.ModelEntry:
-    # The demo model is the start-up model: find it without building the torchvision part
-    # of the catalog, which imports torchvision (1.3 s of the first prediction here).
-    if model_id.strip() == catalog.DEMO_ID:
-        return catalog._demo_entry()
-    return catalog.get(model_id)
-
-
-def _looks_like_path(text: str) -> bool:
-    if os.path.exists(text):
-        return True
-    return text.lower().endswith((".pth", ".pt", ".safetensors", ".bin")) or os.sep in text
-
-
-def default_model_id() -> str:
-    """ViT-B/16 when its weights are cached, else the shipped demo model."""
-    try:
-        entry = catalog.get(catalog.DEFAULT_IMAGENET_ID)
-    except VitDesktopError:
-        return catalog.DEMO_ID
-    return entry.id if weights.is_downloaded(entry) else catalog.DEMO_ID
 
 
 __all__ = [

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .defaults import DEVICE_CHOICES
 from .errors import DeviceError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)

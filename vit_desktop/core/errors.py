@@ -48,3 +48,7 @@ class DeviceError(VitDesktopError):
 
 class ModelNotFoundError(VitDesktopError):
     """No catalog entry or file by that name."""
+
+
+class OverlayError(VitDesktopError):
+    """An overlay could not be drawn or saved."""

@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+from .text import brief, short_name
 
 #: Default decompression-bomb guard, in pixels (Pillow's own error threshold).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -87,14 +88,6 @@ class LoadedImage:
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def _short(path: str) -> str:
-    name = os.path.basename(path) or path
-    if not name.isprintable():  # a newline or an undecodable byte in the name: keep one line
-        name = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                       for c in name)  # fmt: skip
-    return name if len(name) <= 80 else name[:38] + "…" + name[-38:]
 
 
 def _ensure_pillow_limit(max_pixels: int) -> None:
@@ -216,7 +209,7 @@ def load_image(
     least that large (in upright orientation).
     """
     src = os.fspath(path)
-    name = _short(src)
+    name = short_name(src)
     _ensure_pillow_limit(max_pixels)
     try:
         with warnings.catch_warnings():
@@ -270,7 +263,7 @@ def load_image(
             "(a guard against decompression bombs)"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = brief(str(exc)) or type(exc).__name__
         if "truncated" in reason.lower():
             reason = "the file is truncated"
         raise ImageLoadError(f"{name}: corrupt or unreadable image data ({reason})") from None

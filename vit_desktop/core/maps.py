@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import defaults
 from .results import AttentionResult
 
 FUSIONS = ("mean", "max", "min")
@@ -47,14 +48,6 @@ class MapSpec:
         if not 0.0 <= self.discard_ratio < 1.0:
             raise ValueError("discard ratio must be in [0, 1)")
 
-    def describe(self) -> str:
-        if self.kind == "rollout":
-            d = f", discard {self.discard_ratio:.0%}" if self.discard_ratio else ""
-            return f"rollout ({self.fusion} of heads{d})"
-        who = f"head {self.head + 1}" if self.head is not None else f"{self.fusion} of heads"
-        layer = "last layer" if self.layer == -1 else f"layer {self.layer + 1}"
-        return f"CLS attention, {layer}, {who}"
-
 
 #: The map the command line reports the peak of, and the app shows first: attention
 #: rollout, heads averaged, the lowest 90% of each layer's attention discarded (the setting
@@ -62,7 +55,7 @@ class MapSpec:
 #: its peak fell inside the shape 91.8% of the time, against 78% for the last layer's CLS
 #: attention and 82% for rollout without discarding.  (The second-to-last layer's CLS
 #: attention scored 92.4%, but which layer is best depends on the model; rollout does not.)
-DEFAULT_MAP = MapSpec(kind="rollout", fusion="mean", discard_ratio=0.9)
+DEFAULT_MAP = MapSpec(kind=defaults.MAP_KIND, fusion=defaults.MAP_FUSION, discard_ratio=defaults.MAP_DISCARD)
 
 
 def _fuse(a: np.ndarray, fusion: str, axis: int = 0) -> np.ndarray:

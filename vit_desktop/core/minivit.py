@@ -55,14 +55,6 @@ class MiniViTConfig:
         d["stem_strides"] = list(self.stem_strides)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> MiniViTConfig:
-        d = dict(d)
-        d["stem_channels"] = tuple(int(c) for c in d.get("stem_channels", ()))
-        d["stem_strides"] = tuple(int(c) for c in d.get("stem_strides", ()))
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
-
 
 class PatchEmbedding(nn.Module):
     """Optional 3×3 conv stem, then a conv with kernel = stride = the remaining patch size."""

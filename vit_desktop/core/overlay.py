@@ -107,3 +107,43 @@ def blend(image: Image.Image, grid_map: np.ndarray, geom: Geometry, cmap: str = 
         mixed = np.where(seen[..., None], src * (1 - a) + colours * a, src * np.float32(1 - dim_unseen))
         out[rows] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
     return Image.fromarray(out, "RGB")
+
+
+def render_on_original(image, grid_map: np.ndarray, geom: Geometry, cmap: str = "inferno",
+                       opacity: float = 0.55, max_pixels: int | None = None) -> Image.Image:  # fmt: skip
+    """The overlay at the image's own resolution, for saving: ``image`` is a PIL image or a
+    file's path (decoded here at full size, with the loader's checks).  Raises
+    :class:`~vit_desktop.core.errors.VitDesktopError` subclasses only."""
+    from .errors import OverlayError
+
+    try:
+        if not isinstance(image, Image.Image):
+            from .images import load_image
+
+            image = load_image(image, **({"max_pixels": max_pixels} if max_pixels else {})).image
+        return blend(image, grid_map, geom, cmap, opacity)
+    except MemoryError:
+        raise OverlayError("not enough memory to draw the overlay at this image's resolution") from None
+
+
+def save_png(image: Image.Image, path) -> None:
+    """Write ``image`` as PNG; a disk or permission problem becomes one readable line."""
+    from .errors import OverlayError
+
+    try:
+        image.save(path, format="PNG")
+    except OSError as exc:
+        raise OverlayError(f"could not write the overlay: {exc.strerror or exc}") from None
+
+
+def overlay_path(out_dir, source: str):
+    """``NAME.overlay.png`` in ``out_dir`` for an image, numbered when the name is taken."""
+    from pathlib import Path
+
+    name = Path(source).stem or "image"
+    target = Path(out_dir) / f"{name}.overlay.png"
+    n = 1
+    while target.exists() and n < 1000:
+        target = Path(out_dir) / f"{name}-{n}.overlay.png"
+        n += 1
+    return target

@@ -138,15 +138,6 @@ class Geometry:
             return r, c
         return None
 
-    def to_dict(self) -> dict:
-        return {
-            "image_size": list(self.original_size),
-            "input_size": list(self.input_size),
-            "crop_box": [round(v, 2) for v in self.crop_box],
-            "patch_grid": list(self.patch_grid),
-            "patch_size_original": [round(v, 3) for v in self.patch_size_original],
-        }
-
 
 def prepare(
     image: Image.Image,

@@ -6,28 +6,24 @@
 * A cached file is hashed before every use; a file that fails is removed and, when the
   network is there, fetched again.
 * Downloads go to a unique ``.partial`` file that is renamed into place only after its
-  hash matched; progress is reported as (bytes done, total) and a cancel flag is checked
-  between chunks and, by a watcher thread, during stalls, so nothing hangs.
+  hash matched; progress is reported as (bytes done, total).  The fetch itself (redirects,
+  size cap, stall timeout, a cancel that wakes a stalled read) is :mod:`.http`'s.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import http.client
 import os
 import secrets
 import shutil
-import socket
-import ssl
 import stat
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import http as web
 from .catalog import ModelEntry, weights_base_url, with_base_url
 from .errors import ChecksumError, CorruptCacheError, DownloadCancelled, OfflineError, WeightsError
 
@@ -37,9 +33,7 @@ Cancel = Callable[[], bool]
 CHUNK = 1 << 20
 CONNECT_TIMEOUT_S = 10.0
 STALL_TIMEOUT_S = 30.0
-POLL_S = 0.25
 DISK_MARGIN = 64 << 20
-USER_AGENT = "vit-desktop"
 
 
 def cache_dir() -> Path:
@@ -144,17 +138,6 @@ def ensure(
     return Fetched(path, downloaded=True, recovered_corrupt=recovered)
 
 
-def wake_blocked_read(conn: http.client.HTTPConnection | None) -> None:
-    """Make a read blocked in recv() on ``conn`` (from another thread) return at once, by
-    shutting its socket down; nothing happens if it is not connected or already closed."""
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 def _missing_message(entry: ModelEntry, reason: str) -> str:
     target = cached_path(entry)
     url = with_base_url(entry, weights_base_url()).url
@@ -162,44 +145,6 @@ def _missing_message(entry: ModelEntry, reason: str) -> str:
         f"{entry.display_name}: weights file {entry.filename} is not on disk and could not be "
         f"downloaded ({reason}); download {url} by hand and put it at {target}"
     )
-
-
-def _open(url: str, redirects: int = 5):
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise WeightsError(f"unsupported download URL {url!r}")
-    port = parts.port
-    host = parts.hostname or ""
-    if parts.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            host, port, timeout=CONNECT_TIMEOUT_S, context=ssl.create_default_context()
-        )
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=CONNECT_TIMEOUT_S)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    try:
-        conn.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
-        resp = conn.getresponse()
-    except BaseException:
-        conn.close()
-        raise
-    if resp.status in (301, 302, 303, 307, 308) and redirects > 0:
-        location = resp.getheader("Location")
-        conn.close()
-        if not location:
-            raise WeightsError(f"{url}: redirect without a location")
-        target = urllib.parse.urljoin(url, location)
-        if parts.scheme == "https" and urllib.parse.urlsplit(target).scheme != "https":
-            raise WeightsError(f"{url}: refused a redirect from https to {target}")
-        return _open(target, redirects - 1)
-    if resp.status != 200:
-        conn.close()
-        raise WeightsError(f"{url}: the server answered {resp.status} {resp.reason}")
-    if conn.sock is not None:
-        conn.sock.settimeout(STALL_TIMEOUT_S)
-    return conn, resp
 
 
 def size_cap(entry: ModelEntry) -> int | None:
@@ -230,103 +175,14 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target.parent)  # left by a process that was killed mid-download
     partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
-    try:
-        conn, resp = _open(entry.url)
-    except ValueError as exc:  # a malformed URL (bad port, bad host name)
-        raise WeightsError(f"{entry.display_name}: bad download URL {entry.url!r} ({exc})") from None
-    except OSError as exc:  # DNS failure, refused, unreachable, TLS, timeout
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise OfflineError(_missing_message(entry, f"no connection: {reason}")) from None
-    except http.client.HTTPException as exc:
-        raise OfflineError(_missing_message(entry, f"bad answer from the server: {exc}")) from None
-    total_header = resp.getheader("Content-Length")
-    total = int(total_header) if total_header and total_header.isascii() and total_header.isdigit() else None
     cap = size_cap(entry)
-    if total is not None and cap is not None and total > cap:
-        conn.close()
-        raise WeightsError(
-            f"download of {entry.filename} refused: the server announced {total / 1e6:.0f} MB for a file "
-            f"of about {entry.file_size_mb:.0f} MB"
-        )
-    free = _free_space(target.parent)
-    if total is not None and free is not None and free < total + DISK_MARGIN:
-        conn.close()
-        raise WeightsError(
-            f"not enough disk space for {entry.filename}: {total / 1e6:.0f} MB needed, "
-            f"{free / 1e6:.0f} MB free in {target.parent}"
-        )
-    h = hashlib.sha256()
-    done = 0
-    cancelled = threading.Event()
-    finished = threading.Event()
-
-    def watch() -> None:
-        # A stalled read blocks in recv(); shutting the socket down wakes it at once.
-        while not finished.wait(POLL_S):
-            if cancel is not None and cancel():
-                cancelled.set()
-                wake_blocked_read(conn)
-                return
-
-    watcher = threading.Thread(target=watch, name="download-cancel", daemon=True)
-    watcher.start()
     try:
-        with open(partial, "wb") as out:
-            if progress:
-                progress(0, total)
-            while True:
-                if cancelled.is_set() or (cancel is not None and cancel()):
-                    raise DownloadCancelled(f"download of {entry.filename} cancelled")
-                try:
-                    want = CHUNK if total is None else min(CHUNK, total - done + 1)
-                    chunk = resp.read1(want) if want > 0 else b""
-                except TimeoutError:
-                    raise WeightsError(
-                        f"download of {entry.filename} stalled: no data for "
-                        f"{STALL_TIMEOUT_S:.0f} s after {done} bytes"
-                    ) from None
-                except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
-                    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                        raise
-                    if cancelled.is_set():
-                        raise DownloadCancelled(f"download of {entry.filename} cancelled") from None
-                    raise WeightsError(
-                        f"download of {entry.filename} was interrupted after {done} of "
-                        f"{total if total is not None else '?'} bytes ({type(exc).__name__}); "
-                        "try again"
-                    ) from None
-                if cancelled.is_set():
-                    raise DownloadCancelled(f"download of {entry.filename} cancelled")
-                if not chunk:
-                    break
-                done += len(chunk)
-                if cap is not None and done > cap:
-                    raise WeightsError(
-                        f"download of {entry.filename} refused: the server sent more than "
-                        f"{cap / 1e6:.0f} MB for a file of about {entry.file_size_mb:.0f} MB"
-                    )
-                if total is not None and done > total:
-                    raise WeightsError(
-                        f"download of {entry.filename}: the server sent more than the "
-                        f"{total} bytes it announced; refused"
-                    )
-                out.write(chunk)
-                h.update(chunk)
-                if progress:
-                    progress(done, total)
-        if total is not None and done != total:
-            raise WeightsError(
-                f"download of {entry.filename} was interrupted after {done} of {total} bytes; try again"
-            )
-        if done == 0:
-            raise WeightsError(f"download of {entry.filename}: the server sent nothing; try again")
-        digest = h.hexdigest()
-        if not hash_matches(digest, entry.sha256):
-            raise ChecksumError(
-                f"download of {entry.filename} does not match its published hash "
-                f"(got {digest[:16]}…, expected {entry.sha256}); nothing was saved"
-            )
-        os.replace(partial, target)
+        with web.open_stream(
+            entry.url, max_bytes=cap, stall_s=STALL_TIMEOUT_S, connect_s=CONNECT_TIMEOUT_S, cancel=cancel
+        ) as resp:
+            _save(entry, resp, partial, target, progress)
+    except web.HttpError as exc:
+        raise _http_failure(entry, exc) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise WeightsError(
@@ -334,13 +190,73 @@ def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel
             ) from None
         raise WeightsError(f"could not write {partial}: {exc.strerror or exc}") from None
     finally:
-        finished.set()
-        conn.close()
         try:
             partial.unlink()
         except FileNotFoundError:
             pass
     return target
+
+
+def _save(
+    entry: ModelEntry, resp: web.Response, partial: Path, target: Path, progress: Progress | None
+) -> None:
+    """Write the body to ``partial`` and, once its hash matched, rename it to ``target``."""
+    total = resp.total
+    free = _free_space(target.parent)
+    if total is not None and free is not None and free < total + DISK_MARGIN:
+        raise WeightsError(
+            f"not enough disk space for {entry.filename}: {total / 1e6:.0f} MB needed, "
+            f"{free / 1e6:.0f} MB free in {target.parent}"
+        )
+    h = hashlib.sha256()
+    with open(partial, "wb") as out:
+        if progress:
+            progress(0, total)
+        for chunk in iter(lambda: resp.read_chunk(CHUNK), b""):
+            out.write(chunk)
+            h.update(chunk)
+            if progress:
+                progress(resp.received, total)
+    if resp.received == 0:
+        raise WeightsError(f"download of {entry.filename}: the server sent nothing; try again")
+    digest = h.hexdigest()
+    if not hash_matches(digest, entry.sha256):
+        raise ChecksumError(
+            f"download of {entry.filename} does not match its published hash "
+            f"(got {digest[:16]}…, expected {entry.sha256}); nothing was saved"
+        )
+    os.replace(partial, target)
+
+
+def _http_failure(entry: ModelEntry, exc: web.HttpError) -> WeightsError:
+    """The weights manager's error, in its words, for a failed fetch."""
+    name = entry.filename
+    if isinstance(exc, web.Cancelled):
+        return DownloadCancelled(f"download of {name} cancelled")
+    if isinstance(exc, web.BadUrl):
+        return WeightsError(f"{entry.display_name}: bad download URL {entry.url!r} ({exc.reason})")
+    if isinstance(exc, web.ConnectFailed):
+        why = f"bad answer from the server: {exc.detail}" if exc.protocol else f"no connection: {exc.detail}"
+        return OfflineError(_missing_message(entry, why))
+    if isinstance(exc, web.Stalled):
+        return WeightsError(
+            f"download of {name} stalled: no data for {exc.stall_s:.0f} s after {exc.received} bytes"
+        )
+    if isinstance(exc, web.Interrupted):
+        cause = f" ({exc.cause})" if exc.cause else ""
+        total = exc.total if exc.total is not None else "?"
+        return WeightsError(
+            f"download of {name} was interrupted after {exc.received} of {total} bytes{cause}; try again"
+        )
+    if isinstance(exc, web.TooLarge):
+        if exc.declared is not None:
+            said = f"announced {exc.declared / 1e6:.0f} MB"
+        else:
+            said = f"sent more than {exc.limit / 1e6:.0f} MB"
+        return WeightsError(
+            f"download of {name} refused: the server {said} for a file of about {entry.file_size_mb:.0f} MB"
+        )
+    return WeightsError(str(exc))  # a bad status or a refused redirect, naming the URL
 
 
 def remove_stale_partials(folder: Path | None = None, older_than_s: float = 24 * 3600) -> int:

@@ -11,18 +11,13 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
 from ..logs import get_logger
+from ..options import window_parser
 
 log = get_logger("app")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="vit-desktop", add_help=True)
-    p.add_argument("images", nargs="*", help="images or folders to open")
-    p.add_argument("--model", help="catalog id or checkpoint path")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--screenshot", metavar="OUT.png", help="render offscreen, save a PNG, exit")
-    p.add_argument("--settings", metavar="FILE.ini", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    return window_parser().parse_args(argv)
 
 
 def make_app(argv: list[str]) -> QApplication:

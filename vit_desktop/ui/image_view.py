@@ -57,10 +57,6 @@ class ImageView(QWidget):
         self._overlay = overlay
         self.update()
 
-    def set_hover(self, cell: tuple[int, int] | None) -> None:
-        self._hover = cell
-        self.update()
-
     def set_drop_hint(self, hint: tuple[bool, str] | None) -> None:
         self.drop_hint = hint
         self.update()
@@ -68,12 +64,6 @@ class ImageView(QWidget):
     def set_show_grid(self, on: bool) -> None:
         self.show_grid = on
         self.update()
-
-    def overlay_raster_size(self) -> tuple[int, int]:
-        """A raster size for the overlay: the display image's, in proportion to the original."""
-        if self._image is None:
-            return (1, 1)
-        return self._image.width(), self._image.height()
 
     # -- view transform ------------------------------------------------------------------
     def _fit_params(self) -> tuple[float, QPointF]:

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core import maps
+from ..core import defaults, maps
 from ..core.overlay import COLORMAPS
 from ..core.results import ClassificationResult
 
@@ -29,8 +29,6 @@ MAP_KINDS = (("cls", "CLS attention"), ("fused", "Fused heads"), ("rollout", "At
 
 
 class PredictionsPanel(QWidget):
-    topKChanged = Signal(int)
-
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._result: ClassificationResult | None = None
@@ -41,7 +39,6 @@ class PredictionsPanel(QWidget):
         self.k.setValue(5)
         self.k.setAccessibleName("Number of predictions")
         self.k.valueChanged.connect(self._refill)
-        self.k.valueChanged.connect(self.topKChanged)
         head.addRow("Top-k", self.k)
         lay.addLayout(head)
         self.rows = QGridLayout()
@@ -102,8 +99,8 @@ class ViewSettings:
     head: int = 0
     fusion: str = "mean"
     discard: float = 0.0
-    opacity: float = 0.55
-    cmap: str = "inferno"
+    opacity: float = defaults.OVERLAY_OPACITY
+    cmap: str = defaults.OVERLAY_CMAP
 
     def map_spec(self) -> maps.MapSpec:
         if self.kind == "rollout":
@@ -134,11 +131,11 @@ class AttentionPanel(QWidget):
         self.discard_label = QLabel("0%")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(55)
+        self.opacity.setValue(round(defaults.OVERLAY_OPACITY * 100))
         self.cmap = QComboBox()
         for c in COLORMAPS:
             self.cmap.addItem(c, c)
-        self.cmap.setCurrentText("inferno")
+        self.cmap.setCurrentText(defaults.OVERLAY_CMAP)
         form.addRow("Map", self.kind)
         form.addRow("Layer", self.layer)
         form.addRow("", self.layer_label)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from ..core import maps
+from ..core import defaults
 
 MAX_RECENT = 10
 
@@ -69,12 +69,13 @@ class Settings:
 
     def overlay(self) -> dict:
         return {
-            "kind": self._get("overlay/kind", maps.DEFAULT_MAP.kind, str),
-            "fusion": self._get("overlay/fusion", maps.DEFAULT_MAP.fusion, str),
-            "discard": self._get("overlay/discard", maps.DEFAULT_MAP.discard_ratio, float),
-            "opacity": self._get("overlay/opacity", 0.55, float),
-            "cmap": self._get("overlay/cmap", "inferno", str),
-            "grid": self._get("overlay/grid", "true", str) in ("true", "1", "True"),
+            "kind": self._get("overlay/kind", defaults.MAP_KIND, str),
+            "fusion": self._get("overlay/fusion", defaults.MAP_FUSION, str),
+            "discard": self._get("overlay/discard", defaults.MAP_DISCARD, float),
+            "opacity": self._get("overlay/opacity", defaults.OVERLAY_OPACITY, float),
+            "cmap": self._get("overlay/cmap", defaults.OVERLAY_CMAP, str),
+            "grid": self._get("overlay/grid", str(defaults.OVERLAY_GRID).lower(), str)
+            in ("true", "1", "True"),
         }
 
     def set_overlay(self, **values) -> None:

@@ -1,9 +1,8 @@
-"""What crosses the window's edges: drops and pastes in, result files out."""
+"""What a drop or the clipboard carries, and what a drop would do, in words."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,12 +77,6 @@ def describe_drop(md: QMimeData) -> tuple[bool, str]:
     return False, "Cannot drop this here: only image files, folders, image data and web links to images"
 
 
-def has_labels_sidecar(checkpoint: str) -> bool:
-    """Whether NAME.labels.txt / NAME.labels.json sit next to a checkpoint."""
-    stem = os.path.splitext(checkpoint)[0]
-    return any(os.path.exists(c) for base in (stem, checkpoint) for c in (f"{base}.labels.txt", f"{base}.labels.json"))
-
-
 def qimage_to_pil(qimg: QImage):
     from PIL import Image
 
@@ -91,21 +84,3 @@ def qimage_to_pil(qimg: QImage):
     w, h = img.width(), img.height()
     buf = np.frombuffer(img.constBits(), np.uint8, count=img.sizeInBytes()).reshape(h, img.bytesPerLine())
     return Image.fromarray(buf[:, : w * 4].reshape(h, w, 4).copy(), "RGBA")
-
-
-def expand(paths: Iterable[str]) -> Iterator[str]:
-    """Files as given and the images inside folders (walked)."""
-    from ..cli import iter_image_paths
-
-    yield from iter_image_paths(list(paths), recursive=True)
-
-
-def write_results(rows: Iterable[dict], path: str) -> None:
-    """The command line's JSON lines or CSV, chosen by the file's extension."""
-    from ..cli import Writer
-
-    fmt = "csv" if path.lower().endswith(".csv") else "json"
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = Writer(fmt, f)
-        for row in rows:
-            w.write(row)

@@ -9,7 +9,6 @@ from ..preprocess import Preprocessing
 from .shapes import CLASSES
 
 WEIGHTS_FILE = "demo_shapes.safetensors"
-LABELS_FILE = "demo_shapes.labels.txt"
 
 CONFIG = MiniViTConfig(
     image_size=128,

@@ -1,0 +1,150 @@
+"""torchvision's ``VisionTransformer``: checkpoints of any size and the catalog's published weights.
+
+A state dict is recognised by ``conv_proj.weight`` and ``class_token``; patch size, width,
+depth, MLP width, image size and classes come from the tensor shapes, the head count from
+the config or the width's standard value.  A catalog entry ``"torchvision:BUILDER"`` is built
+with torchvision's ``BUILDER`` at the entry's input size (the entries themselves are read
+from torchvision's weight enums by :mod:`..catalog`).
+
+torchvision is imported only when a model of this family is built or listed: the start-up
+demo model must not pay for it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..architectures import (
+    Built,
+    Family,
+    StateDict,
+    heads_for,
+    register,
+    require_positive,
+    square_grid,
+    tensor_of_rank,
+)
+from ..errors import CheckpointError, WeightsError
+from ..text import brief
+
+if TYPE_CHECKING:
+    from ..catalog import ModelEntry
+
+_LAYER = re.compile(r"^encoder\.layers\.encoder_layer_(\d+)\.")
+
+
+def recognise(state: Mapping[str, torch.Tensor]) -> bool:
+    """A torchvision ViT state dict has a ``conv_proj`` patch projection and a ``class_token``."""
+    return "conv_proj.weight" in state and "class_token" in state
+
+
+def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
+    """A ``VisionTransformer`` shaped by ``state``'s tensors, with ``state`` loaded."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    w = tensor_of_rank(state, "conv_proj.weight", 4, name)
+    width, patch = int(w.shape[0]), int(w.shape[-1])
+    require_positive(name, width=width, patch_size=patch)
+    depth = 1 + max((int(m.group(1)) for k in state if (m := _LAYER.match(k))), default=-1)
+    if depth == 0:
+        raise CheckpointError(f"{name}: has no encoder.layers.encoder_layer_N blocks")
+    mlp_key = "encoder.layers.encoder_layer_0.mlp.0.weight"
+    if mlp_key not in state:
+        mlp_key = "encoder.layers.encoder_layer_0.mlp.linear_1.weight"
+    if mlp_key not in state:
+        raise CheckpointError(f"{name}: missing the first MLP weight of encoder layer 0")
+    mlp_dim = int(state[mlp_key].shape[0])
+    if "encoder.pos_embedding" not in state:
+        raise CheckpointError(f"{name}: missing encoder.pos_embedding")
+    pos = tensor_of_rank(state, "encoder.pos_embedding", 3, name)
+    grid = square_grid(int(pos.shape[1]) - 1, name)
+    image_size = grid * patch
+    head = state.get("heads.head.weight")
+    if head is None:
+        raise CheckpointError(f"{name}: missing heads.head.weight (the classification head)")
+    rep = state.get("heads.pre_logits.weight")
+    require_positive(name, classes=int(head.shape[0]), mlp_width=mlp_dim,
+                     representation_size=int(rep.shape[0]) if rep is not None else 1)  # fmt: skip
+    model = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch,
+        num_layers=depth,
+        num_heads=heads_for(width, config, name),
+        hidden_dim=width,
+        mlp_dim=mlp_dim,
+        num_classes=int(head.shape[0]),
+        representation_size=int(rep.shape[0]) if rep is not None else None,
+    )
+    # torchvision renames old "mlp.linear_1" keys itself in _load_from_state_dict.
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{name}: does not fit a VisionTransformer ({brief(str(exc))})") from None
+    if missing or unexpected:
+        bits = []
+        if missing:
+            bits.append("missing " + ", ".join(missing[:4]))
+        if unexpected:
+            bits.append("unexpected " + ", ".join(unexpected[:4]))
+        raise CheckpointError(f"{name}: does not fit a VisionTransformer: " + "; ".join(bits))
+    return Built(model, (image_size, image_size), patch)
+
+
+def num_classes(module: nn.Module) -> int:
+    """The output width of the classification head ``heads.head``."""
+    return int(module.heads.head.out_features)
+
+
+def owns_module(module: nn.Module) -> bool:
+    """True for a torchvision ``VisionTransformer`` (without importing torchvision: if it is
+    not imported yet, no module can be one)."""
+    vt = sys.modules.get("torchvision.models.vision_transformer")
+    return vt is not None and isinstance(module, vt.VisionTransformer)
+
+
+def reinit_head(module: nn.Module) -> None:
+    """Give the head small random weights: torchvision initialises it to zeros, which makes
+    every logit 0 (and every "same outputs" comparison pass for nothing)."""
+    head = getattr(getattr(module, "heads", None), "head", None)
+    if isinstance(head, nn.Linear):
+        nn.init.normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+
+
+def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
+    """The torchvision builder named by ``entry.architecture`` (``"torchvision:vit_b_16"``) at
+    the entry's input size and class count, with ``state`` loaded strictly, or with random
+    weights and a re-initialised head when ``state`` is None."""
+    from torchvision import models
+
+    builder = entry.architecture.split(":", 1)[1]
+    h, _ = entry.input_size
+    module = getattr(models, builder)(weights=None, image_size=h, num_classes=entry.num_classes)
+    if state is None:
+        reinit_head(module)
+        return module
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"{entry.display_name}: the weights do not fit the model ({exc})") from None
+    return module
+
+
+FAMILY = register(
+    Family(
+        name="torchvision",
+        title="torchvision",
+        expects="conv_proj.weight and class_token",
+        recognise=recognise,
+        build=build,
+        num_classes=num_classes,
+        owns_module=owns_module,
+        build_entry=build_entry,
+    )
+)

@@ -1,0 +1,90 @@
+"""Drawing the overlay of the image on screen from its cached result: the map the
+Attention panel asks for (or the hovered patch's row), the per-head maps, and the overlay
+raster through the preprocessing geometry.  Never runs the model."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QPixmap
+
+from ..core import maps
+from . import render
+from .image_view import ImageView
+from .panels import AttentionPanel
+from .session import Item
+from .settings import Settings
+
+OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
+
+
+class OverlayPresenter(QObject):
+    drawn = Signal()
+
+    def __init__(self, view: ImageView, panel: AttentionPanel, settings: Settings, parent=None) -> None:
+        super().__init__(parent)
+        self.view, self.panel, self.settings = view, panel, settings
+        self.item: Item | None = None
+        self.hover_token: int | None = None
+        view.hoveredPatch.connect(self._on_hover)
+        view.hoverLeft.connect(self._on_hover_left)
+        panel.changed.connect(self.redraw)
+
+    def show(self, item: Item | None, placeholder: str) -> None:
+        """Put ``item`` on screen (its picture, geometry, overlay); ``placeholder`` is said
+        while it has no picture yet."""
+        self.item = item
+        self.hover_token = None
+        if item is None or item.display is None:
+            self.view.set_image(None)
+            self.view.placeholder = placeholder
+            self.view.update()
+            return
+        res = item.result
+        if self.view._image is not item.display:
+            self.view.set_image(item.display, res.geometry.original_size if res else None)
+        self.view.set_geometry(res.geometry if res else None)
+        if res is not None and res.attention is not None:
+            self.panel.configure(res.attention.num_layers, res.attention.num_heads)
+        self.redraw()
+
+    def current_map(self) -> np.ndarray | None:
+        item = self.item
+        if item is None or item.result is None or item.result.attention is None or not item.detailed:
+            return None
+        return maps.compute(item.result.attention, self.panel.settings().map_spec(), self.hover_token or 0)
+
+    def redraw(self, full: bool = True) -> None:
+        """The overlay from the cached result; ``full`` (a control changed, not the hover)
+        also saves the settings and redraws the per-head maps."""
+        s = self.panel.settings()
+        if full:
+            self.settings.set_overlay(kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity,
+                                      cmap=s.cmap)  # fmt: skip
+        item, grid = self.item, self.current_map()
+        if grid is None or item is None or item.display is None:
+            self.view.set_overlay(None)
+            return
+        geom = item.result.geometry
+        ow, oh = geom.original_size
+        scale = min(1.0, OVERLAY_MAX_SIDE / max(ow, oh))
+        size = (max(1, round(ow * scale)), max(1, round(oh * scale)))
+        self.view.set_overlay(render.rgba_to_qimage(render.overlay_rgba(grid, geom, size, s.cmap, s.opacity)))
+        if full:
+            att = item.result.attention
+            layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
+            self.panel.set_head_images([QPixmap.fromImage(i) for i in render.heads_grid(att, layer, s.cmap)])
+        self.drawn.emit()
+
+    def _on_hover(self, row: int, col: int) -> None:
+        if self.item is None or self.item.result is None:
+            return
+        att = self.item.result.attention
+        prefix = att.num_prefix_tokens if att is not None else 1  # CLS (and any register tokens) first
+        self.hover_token = prefix + row * self.item.result.geometry.patch_grid[1] + col
+        self.redraw(full=False)
+
+    def _on_hover_left(self) -> None:
+        if self.hover_token is not None:
+            self.hover_token = None
+            self.redraw(full=False)
