@@ -131,6 +131,14 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def empty(self, status: int, location: str | None = None) -> None:
+        """An answer with no body (an error status, or a redirect to ``location``)."""
+        self.send_response(status)
+        if location is not None:
+            self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
 
 class WeightsHandler(QuietHandler):
     def do_GET(self):  # noqa: N802
@@ -139,15 +147,10 @@ class WeightsHandler(QuietHandler):
         mode = self.path.strip("/").split("/")[0]
         body = PAYLOAD
         if mode == "redirect":
-            self.send_response(302)
-            self.send_header("Location", "/ok/file.pth")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.empty(302, "/ok/file.pth")
             return
         if mode == "missing":
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.empty(404)
             return
         if mode == "wrong":
             body = PAYLOAD[::-1]
@@ -183,14 +186,16 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving():
-    """The test server on 127.0.0.1 (modes in the path: ok, stall, drop, wrong, …)."""
-    srv = QuietServer(("127.0.0.1", 0), WeightsHandler)
-    srv.hits = 0
+def serving(handler: type[QuietHandler] | None = None, tls=None, hits=0):
+    """A test server on 127.0.0.1 (by default the weights server: modes in the path: ok,
+    stall, drop, wrong, …); ``tls`` an SSL context to serve https; ``release`` ends stalls."""
+    srv = QuietServer(("127.0.0.1", 0), handler or WeightsHandler)
+    if tls is not None:
+        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
+    srv.hits = hits
     srv.release = threading.Event()
     srv.daemon_threads = True
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield srv
     finally:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import QuietHandler
+from tests.helpers import QuietHandler, serving
 from tests.helpers import QuietServer as _Server
 from vit_desktop.core import http as web
 
@@ -33,15 +33,10 @@ class _Handler(QuietHandler):
         server.hits.append(mode)
         try:
             if mode in ("redirect", "loop"):
-                self.send_response(302)
-                self.send_header("Location", query.get("to", self.path))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.empty(302, query.get("to", self.path))
                 return
             if mode == "status":
-                self.send_response(503)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.empty(503)
                 return
             self.send_response(200)
             close = mode in ("endless", "exact", "close") or "close" in query
@@ -75,20 +70,9 @@ class _Handler(QuietHandler):
 
 @contextlib.contextmanager
 def _serving(tls: ssl.SSLContext | None = None) -> Iterator[_Server]:
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    if tls is not None:
-        srv.socket = tls.wrap_socket(srv.socket, server_side=True)
-    srv.daemon_threads = True
-    srv.hits = []
-    srv.release = threading.Event()
-    srv.peer_gone = threading.Event()  # a client closed its end while the server was writing
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    try:
+    with serving(_Handler, tls=tls, hits=[]) as srv:
+        srv.peer_gone = threading.Event()  # a client closed its end while the server was writing
         yield srv
-    finally:
-        srv.release.set()
-        srv.shutdown()
-        srv.server_close()
 
 
 def _base(srv: _Server, scheme: str = "http", host: str = "127.0.0.1") -> str:

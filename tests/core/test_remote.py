@@ -25,18 +25,11 @@ class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802
         mode = self.path.strip("/").split("/")[0]
         if mode == "missing":
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.empty(404)
             return
         if mode in ("hop", "elsewhere"):  # a redirect on this host, or to another name for it
             port = self.server.server_address[1]
-            self.send_response(302)
-            self.send_header(
-                "Location", "/ok/a.png" if mode == "hop" else f"http://localhost:{port}/ok/a.png"
-            )
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.empty(302, "/ok/a.png" if mode == "hop" else f"http://localhost:{port}/ok/a.png")
             return
         body = {"text": b"<html>not an image</html>", "big": PNG * 50}.get(mode, PNG)
         self.send_response(200)

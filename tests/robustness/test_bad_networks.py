@@ -43,10 +43,7 @@ class _Handler(QuietHandler):
                 self.server.release.wait(5)
                 return
             if mode == "loop":
-                self.send_response(302)
-                self.send_header("Location", self.path)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self.empty(302, self.path)
                 return
             if mode == "body":  # whatever the test put there
                 body = self.server.body

@@ -201,3 +201,27 @@ def test_export_results_and_overlay_at_full_resolution(qtbot, window, tmp_path):
     assert img.size == (500, 300)
     diff = np.abs(np.asarray(img, int) - np.asarray(s.image, int)).mean()
     assert diff > 5
+
+
+def test_export_keeps_names_that_are_not_utf8(qtbot, window, tmp_path):
+    """File › Export Results writes a Latin-1 file name as the command line does (\\xNN), in
+    JSON lines and CSV, instead of failing on it."""
+    import csv
+    import json
+    import os
+
+    path, _ = _shape_file(tmp_path, 8)
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9 star.png")
+    os.rename(path, odd)
+    name = os.fsdecode(odd)  # holds a surrogate escape for the byte 0xE9
+    window.add_paths([name])
+    assert _wait_result(qtbot, window, name).result is not None
+    shown = f"{tmp_path}/caf\\xe9 star.png"
+    window.files.write_results(str(tmp_path / "r.json"))
+    (row,) = [json.loads(line) for line in (tmp_path / "r.json").read_text(encoding="utf-8").splitlines()]
+    assert row["path"] == shown and row["top_k"][0]["label"] == "star"
+    window.files.write_results(str(tmp_path / "r.csv"))
+    with open(tmp_path / "r.csv", encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {r["path"] for r in rows} == {shown} and rows[0]["label"] == "star"
+    assert "r.csv" in window.statusBar().currentMessage()

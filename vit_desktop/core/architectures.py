@@ -139,6 +139,20 @@ def register(family: Family, *, replace: bool = False) -> Family:
     return family
 
 
+#: The hooks of :class:`Family` a family module may define as functions of those names.
+HOOKS = ("recognise", "build", "num_classes", "owns_module", "build_entry", "recognise_folder",
+         "attention_modules", "default_preprocessing", "default_labels")  # fmt: skip
+
+
+def register_module(
+    namespace: Mapping[str, Any], name: str, title: str, expects: str, **settings: Any
+) -> Family:
+    """Register a family written as one module: its hooks are the module's functions named
+    as in :data:`HOOKS` (pass ``globals()``); ``settings`` are further :class:`Family` fields."""
+    hooks = {k: namespace[k] for k in HOOKS if callable(namespace.get(k))}
+    return register(Family(name=name, title=title, expects=expects, **hooks, **settings))
+
+
 def unregister(name: str) -> None:
     """Remove the family called ``name`` (nothing happens if there is none)."""
     with _lock:

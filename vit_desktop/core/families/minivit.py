@@ -20,11 +20,10 @@ from torch import nn
 
 from ..architectures import (
     Built,
-    Family,
     StateDict,
     heads_for,
     load_exactly,
-    register,
+    register_module,
     require_positive,
     square_grid,
     tensor_of_rank,
@@ -125,15 +124,9 @@ def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
     return model
 
 
-FAMILY = register(
-    Family(
-        name="minivit",
-        title="minimal ViT",
-        expects="patch_embed.proj.weight, cls_token, pos_embed and transformer.layers.N",
-        recognise=recognise,
-        build=build,
-        num_classes=num_classes,
-        owns_module=owns_module,
-        build_entry=build_entry,
-    )
+FAMILY = register_module(
+    globals(),
+    "minivit",
+    "minimal ViT",
+    "patch_embed.proj.weight, cls_token, pos_embed and transformer.layers.N",
 )

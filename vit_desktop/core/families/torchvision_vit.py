@@ -22,10 +22,9 @@ from torch import nn
 
 from ..architectures import (
     Built,
-    Family,
     StateDict,
     heads_for,
-    register,
+    register_module,
     require_positive,
     square_grid,
     tensor_of_rank,
@@ -136,15 +135,4 @@ def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
     return module
 
 
-FAMILY = register(
-    Family(
-        name="torchvision",
-        title="torchvision",
-        expects="conv_proj.weight and class_token",
-        recognise=recognise,
-        build=build,
-        num_classes=num_classes,
-        owns_module=owns_module,
-        build_entry=build_entry,
-    )
-)
+FAMILY = register_module(globals(), "torchvision", "torchvision", "conv_proj.weight and class_token")
