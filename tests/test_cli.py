@@ -240,3 +240,111 @@ def test_checkpoint_with_a_labels_file(folder, tmp_path):
     names.write_text("cat\ndog\n")
     r = run("classify", str(path), "--model", str(tmp_path / "net.pth"), "--labels", str(names))
     assert r.returncode == 2 and "2 labels but" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# -- --attention-out: new files only, the next free name, short names, which overlay is whose --------
+
+
+def test_attention_out_never_writes_through_a_link_nor_over_a_file(tmp_path):
+    img = tmp_path / "cat.png"
+    generate(np.random.default_rng(4), label=2, size=(300, 200)).image.save(img)
+    out, victims = tmp_path / "out", tmp_path / "victims"
+    out.mkdir()
+    victims.mkdir()
+    kept = victims / "kept.txt"
+    kept.write_text("keep me")
+    (out / "cat.overlay.png").symlink_to(victims / "created.png")  # a planted link to nowhere yet
+    (out / "cat-1.overlay.png").symlink_to(kept)  # and one to someone's file
+    for n in range(2, 1000):  # 1,000 names taken: the next is used, none is overwritten
+        (out / f"cat-{n}.overlay.png").write_text(f"mine {n}")
+    r = run("classify", str(img), "--attention-out", str(out), "--format", "json", "--no-attention")
+    assert r.returncode == 0, r.stderr
+    assert _json_lines(r.stdout)[0]["overlay_file"] is None  # no attention: no overlay, and it says so
+    r = run("classify", str(img), "--attention-out", str(out), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    row = _json_lines(r.stdout)[0]
+    assert list(row)[-1] == "overlay_file" and row["overlay_file"] == str(out / "cat-1000.overlay.png")
+    with Image.open(row["overlay_file"]) as im:
+        assert im.size == (300, 200)
+    assert not (victims / "created.png").exists() and kept.read_text() == "keep me"
+    assert (out / "cat.overlay.png").is_symlink() and (out / "cat-1.overlay.png").is_symlink()
+    assert (out / "cat-999.overlay.png").read_text() == "mine 999"
+    assert len(list(out.iterdir())) == 1001
+
+
+def test_attention_out_shortens_long_names_and_says_which_overlay_is_whose(tmp_path):
+    d, out = tmp_path / "long", tmp_path / "out"
+    d.mkdir()
+    stem = "é" * 122  # 244 bytes: NAME.overlay.png would be over the 255-byte limit
+    sizes = {f"{stem}a.png": (320, 180), f"{stem}b.png": (200, 260), "short.png": (240, 240)}
+    for i, (name, size) in enumerate(sizes.items()):
+        generate(np.random.default_rng(i), label=i, size=size).image.save(d / name)
+    res = tmp_path / "res.csv"
+    r = run("classify", str(d), "--attention-out", str(out), "--format", "csv", "--output", str(res))
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(res.read_text(encoding="utf-8"))))
+    assert list(rows[0])[-1] == "overlay_file"
+    whose = {Path(row["path"]).name: row["overlay_file"] for row in rows}
+    assert set(whose) == set(sizes) and len(set(whose.values())) == 3
+    assert whose["short.png"] == str(out / "short.overlay.png")
+    for name, overlay in whose.items():
+        assert Path(overlay).parent == out and len(os.fsencode(Path(overlay).name)) <= 140
+        with Image.open(overlay) as im:
+            assert im.size == sizes[name]  # the overlay of that image, not of another one
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(v).name for v in whose.values())
+    assert all(Path(v).name.startswith("é" * 50) for k, v in whose.items() if k != "short.png")
+
+
+def test_overlay_that_cannot_be_written_keeps_the_result_and_says_why(folder, tmp_path):
+    d, samples = folder
+    out = tmp_path / "o"
+    while len(os.fsencode(out)) < 4080:  # a folder whose files' paths are over PATH_MAX (4096)
+        out = out / ("d" * min(200, 4090 - len(os.fsencode(out)) - 1))
+    r = run("classify", str(d / samples[1][0]), "--attention-out", str(out), "--format", "json")
+    assert r.returncode == 1
+    row = _json_lines(r.stdout)[0]
+    assert row["top_k"] and row["overlay_file"] is None  # classified all the same
+    assert len(r.stderr.strip().splitlines()) == 1 and "could not write the overlay" in r.stderr
+    assert samples[1][0] in r.stderr and not list(out.iterdir())
+
+
+def test_records_without_attention_out_have_no_overlay_field(folder):
+    d, samples = folder
+    r = run("classify", str(d / samples[0][0]), str(d / "broken.jpg"), "--format", "json")
+    rows = _json_lines(r.stdout)
+    assert len(rows) == 2 and all("overlay_file" not in x for x in rows)
+    assert list(rows[0]) == ["path", "model", "device", "top_k", "latency_ms", "image_size", "crop_box",
+                             "patch_grid", "attention_peak"]  # fmt: skip
+
+
+def test_a_plain_http_weights_mirror_is_warned_about_when_a_download_starts(folder):
+    from tests.helpers import serving
+
+    d, samples = folder
+    with serving() as srv:  # serves a file that is not ViT-B/16's: refused by its hash
+        mirror = {"VIT_DESKTOP_WEIGHTS_URL": f"http://127.0.0.1:{srv.server_address[1]}/ok"}
+        r = run("classify", str(d / samples[0][0]), "--model", "vit-b-16", env=mirror)
+        assert r.returncode == 2 and srv.hits == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 2 and "plain http" in lines[0] and "use https" in lines[0]
+        assert "does not match its published hash" in lines[1]
+        r = run("classify", str(d / samples[0][0]), "--model", "vit-b-16", "--offline", env=mirror)
+        assert r.returncode == 2 and "plain http" not in r.stderr and srv.hits == 1  # no download: no warning
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_labels_pipe_is_refused_at_once_not_waited_on(folder, tmp_path):
+    """A FIFO as NAME.labels.txt (or given with --labels) used to block the run forever."""
+    import torch
+
+    from tests.core.test_checkpoints import _tv
+
+    torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
+    os.mkfifo(tmp_path / "net.labels.txt")
+    os.mkfifo(tmp_path / "chosen.txt")
+    path = next(p for p in sorted(folder[0].iterdir()) if p.suffix == ".png")
+    for extra, name in (([], "net.labels.txt"), (["--labels", str(tmp_path / "chosen.txt")], "chosen.txt")):
+        r = run("classify", str(path), "--model", str(tmp_path / "net.pth"), *extra, timeout=90)
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{name} is a pipe, not a regular file" in lines[0], r.stderr

@@ -13,6 +13,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 import tomllib
 from PIL import Image
 
@@ -168,3 +169,45 @@ def test_install_desktop_refuses_a_program_that_is_not_there(tmp_path):
     r = _install(tmp_path / "share", f"DESKTOP_EXEC={tmp_path / 'missing'}")
     assert r.returncode != 0 and "not an executable" in r.stderr
     assert not (tmp_path / "share" / "applications" / DESKTOP.name).exists()
+
+
+def _program(folder: Path) -> Path:
+    gui = folder / "vit-desktop-gui"
+    gui.parent.mkdir(parents=True)
+    gui.write_text("#!/bin/sh\n")
+    gui.chmod(0o755)
+    return gui
+
+
+RESERVED = " \"'\\$`&|%;()#<>*?~"  # the .desktop format's reserved characters, and % (a field code)
+
+
+@pytest.mark.parametrize("char", list(RESERVED), ids=[f"0x{ord(c):02x}" for c in RESERVED])
+def test_install_desktop_refuses_a_program_path_the_launcher_cannot_hold(tmp_path, char):
+    gui = _program(tmp_path / f"bin{char}x")
+    data = tmp_path / "share"
+    r = subprocess.run([str(LINUX / "install-desktop.sh"), str(gui)], capture_output=True, text=True,
+                       env={**os.environ, "XDG_DATA_HOME": str(data)}, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and "must not contain" in r.stderr, r.stdout + r.stderr
+    assert not (data / "applications").exists()
+    # Why: written as it is, the launcher would not pass desktop-file-validate. The others
+    # pass it but do something else: a space or a backslash splits or changes the program's
+    # path, % starts a field code.
+    if char not in " \\%":
+        bad = tmp_path / "bad.desktop"
+        text = DESKTOP.read_text(encoding="utf-8").replace("Exec=vit-desktop-gui ", f"Exec={gui} ", 1)
+        bad.write_text(text, encoding="utf-8")
+        v = subprocess.run([_tool("desktop-file-validate"), str(bad)], capture_output=True, text=True)
+        assert v.returncode != 0, v.stdout
+
+
+def test_install_desktop_accepts_a_program_path_with_harmless_punctuation(tmp_path):
+    gui = _program(tmp_path / "opt+tools,v1.2@home=x[1]!")
+    data = tmp_path / "share"
+    r = subprocess.run([str(LINUX / "install-desktop.sh"), str(gui)], capture_output=True, text=True,
+                       env={**os.environ, "XDG_DATA_HOME": str(data)}, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    installed = data / "applications" / DESKTOP.name
+    assert _desktop_entry(installed)["Exec"] == f"{gui} %F"
+    v = subprocess.run([_tool("desktop-file-validate"), str(installed)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout

@@ -19,7 +19,7 @@ from . import __version__
 from .core.defaults import DEVICE_CHOICES
 from .core.export import FORMATS
 from .core.text import display
-from .logs import ensure_std_streams, log_exception, setup_logging
+from .logs import ensure_std_streams, keep_terminal_for_our_lines, log_exception, setup_logging
 from .options import add_window_options
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
@@ -94,9 +94,10 @@ def _progress(done: int, total: int | None, label: str) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     from .core import maps
     from .core.classifier import default_model_id, load_classifier
-    from .core.export import ResultWriter, failure_record, open_output
+    from .core.export import ResultWriter, open_output
     from .core.paths import iter_image_paths
     from .core.results import ClassificationResult
+    from .core.text import json_safe
 
     if args.top_k < 1:
         raise _UsageError("--top-k must be at least 1")
@@ -123,10 +124,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
         writer = ResultWriter(fmt, stream)
         for i, res in enumerate(clf.iter_classify(paths, args.batch_size, args.top_k, attention), 1):
             obj = res.to_dict()
-            if isinstance(res, ClassificationResult) and out_dir and res.attention is not None:
-                err = _write_overlay(res, out_dir, clf.max_pixels)
-                if err:
-                    obj = failure_record(res.source, err)
+            if out_dir:  # which overlay belongs to which image (null: none was written)
+                written = None
+                if isinstance(res, ClassificationResult) and res.attention is not None:
+                    written, err = _write_overlay(res, out_dir, clf.max_pixels)
+                    if err:  # the classification stays in the results; the overlay is missing
+                        failed += 1
+                        print(f"vit-desktop: {_with_path(res.source, err)}", file=sys.stderr)
+                obj["overlay_file"] = json_safe(str(written)) if written else None
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:
@@ -147,7 +152,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def _tell(notices: list[str], already: int) -> int:
     for note in notices[already:]:
-        print(f"vit-desktop: {note}", file=sys.stderr)
+        print(f"vit-desktop: {display(note)}", file=sys.stderr)
     return len(notices)
 
 
@@ -160,27 +165,37 @@ def _with_path(path: str, error: str) -> str:
     return f"{path}: {error}"
 
 
-def _write_overlay(res, out_dir: Path, max_pixels: int) -> str | None:
-    """The default map over the image at its own resolution, as NAME.overlay.png; the
-    reason in one line when it cannot be drawn or written."""
+def _write_overlay(res, out_dir: Path, max_pixels: int) -> tuple[Path | None, str | None]:
+    """The default map over the image at its own resolution, as a new NAME.overlay.png
+    (NAME-1.overlay.png, … when taken; never through a link, never over a file): the path
+    written, or the reason in one line when it cannot be drawn or written."""
     from .core import maps
     from .core.errors import VitDesktopError
-    from .core.overlay import overlay_path, render_on_original, save_png
+    from .core.overlay import render_on_original, save_new_png
 
     try:
         grid = maps.compute(res.attention, maps.DEFAULT_MAP)
         img = render_on_original(res.source, grid, res.geometry, max_pixels=max_pixels)
-        save_png(img, overlay_path(out_dir, res.source))
+        return save_new_png(img, out_dir, res.source), None
     except VitDesktopError as exc:
-        return exc.one_line()
-    return None
+        return None, exc.one_line()
 
 
 def _download_progress():
-    if not sys.stderr or not sys.stderr.isatty():
+    """A download's progress on a terminal; when a download starts from a plain-http mirror,
+    one warning line first (also when stderr is not a terminal).  None: nothing to say."""
+    from .core.catalog import plain_http_notice
+
+    unsafe = [note] if (note := plain_http_notice()) else []
+    bar = bool(sys.stderr) and sys.stderr.isatty()
+    if not (bar or unsafe):
         return None
 
     def cb(done: int, total: int | None) -> None:
+        while unsafe:
+            print(f"vit-desktop: {display(unsafe.pop())}", file=sys.stderr)
+        if not bar:
+            return
         if total:
             sys.stderr.write(f"\rdownloading: {done / 1e6:.0f}/{total / 1e6:.0f} MB")
         else:
@@ -236,11 +251,11 @@ def run_cli(argv: Sequence[str]) -> int:
     try:
         return handler(args)
     except _UsageError as exc:
-        print(f"vit-desktop: error: {exc}", file=sys.stderr)
+        print(f"vit-desktop: error: {display(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except VitDesktopError as exc:
         log_exception("command failed")
-        print(f"vit-desktop: {exc.one_line()}", file=sys.stderr)
+        print(f"vit-desktop: {display(exc.one_line())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("vit-desktop: interrupted", file=sys.stderr)
@@ -249,7 +264,7 @@ def run_cli(argv: Sequence[str]) -> int:
         from .core.text import one_line
 
         path = log_exception("unexpected error")
-        print(f"vit-desktop: unexpected error: {one_line(exc)} (details in {path})", file=sys.stderr)
+        print(f"vit-desktop: unexpected error: {display(one_line(exc))} (details in {path})", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -265,6 +280,8 @@ def main(argv: Iterable[str] | None = None) -> int:
 
         return self_test(argv)
     if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version")):
+        if argv[0] in COMMANDS:
+            keep_terminal_for_our_lines()  # C libraries' stderr and other loggers → the log
         return run_cli(argv)
     # No command: the window, with any image paths opened in it ("Open with").
     from .app_launch import launch_gui

@@ -28,8 +28,11 @@ exe="${1:-}"
 if [ -n "$exe" ]; then
     [ -x "$exe" ] || { echo "install-desktop: $exe is not an executable file" >&2; exit 2; }
     exe="$(cd "$(dirname "$exe")" && pwd)/$(basename "$exe")"
-    case "$exe" in *[[:space:]\"\'\\\$\`\&\|%]*)
-        echo "install-desktop: the program's path must not contain spaces, quotes, &, | or %: $exe" >&2; exit 2;;
+    # The .desktop format reserves these (space, quotes, \ $ ` & | ; ( ) # < > * ? ~) outside
+    # quotes, and sed's replacement below reserves & | \; % is a field code.
+    case "$exe" in *[[:space:]\"\'\\\$\`\&\|%\;\(\)\#\<\>\*\?\~]*)
+        echo "install-desktop: the program's path must not contain spaces, quotes or any of" \
+             "\\ \$ \` & | % ; ( ) # < > * ? ~: $exe" >&2; exit 2;;
     esac
 fi
 

@@ -321,3 +321,66 @@ def test_cached_weights_that_load_give_their_tensors(tmp_path):
     state = loading.cached_state(catalog.get("demo-shapes"), tmp_path / "cached.pth")
     assert state.keys() == sd.keys() and all(torch.equal(state[k], sd[k]) for k in sd)
     assert (tmp_path / "cached.pth").exists()
+
+
+# -- reading the files beside a checkpoint safely ------------------------------------------------
+
+
+def test_json_depth_counts_brackets_outside_strings_only():
+    from vit_desktop.core.safe_files import json_depth, loads_json
+
+    assert json_depth('["[[[[", "]]", {"a": [1, "\\"[[["]}]') == 3
+    assert json_depth("") == 0 and json_depth('"just [a] string"') == 0
+    assert loads_json('{"x": [[1]]}', 3) == {"x": [[1]]}
+    with pytest.raises(ValueError, match="nested 4 levels deep"):
+        loads_json('{"x": [[[1]]]}', 3)
+    with pytest.raises(ValueError, match="nested 200,000 levels deep"):
+        loads_json("[" * 200_000 + "]" * 200_000)
+
+
+def test_read_small_text_caps_the_size_and_refuses_what_is_not_a_regular_file(tmp_path):
+    from vit_desktop.core.safe_files import read_small_text
+
+    p = tmp_path / "names.txt"
+    p.write_bytes(b"\xef\xbb\xbfcat\ndog\n")
+    assert read_small_text(p, 11, "labels file") == "cat\ndog\n"  # 11 bytes with the BOM: at the cap
+    p.write_bytes(b"x" * 12)
+    with pytest.raises(CheckpointError, match=r"^labels file names\.txt is too large \(over 11 bytes\)"):
+        read_small_text(p, 11, "labels file")
+    with pytest.raises(CheckpointError, match="config file nothing.json does not exist"):
+        read_small_text(tmp_path / "nothing.json", 100, "config file")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.txt")
+        with pytest.raises(CheckpointError, match="pipe.txt is a pipe, not a regular file"):
+            read_small_text(tmp_path / "pipe.txt", 100, "labels file")
+
+
+def test_a_dangling_labels_link_beside_a_checkpoint_is_an_error_not_ignored(tmp_path):
+    torch.save(_tv(num_classes=3).state_dict(), tmp_path / "n.pth")
+    (tmp_path / "n.labels.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(CheckpointError, match="n.labels.txt does not exist"):
+        load_checkpoint(tmp_path / "n.pth")
+
+
+def test_labels_in_safetensors_metadata_are_validated_too(tmp_path):
+    sd = {k: v.contiguous() for k, v in _tv(num_classes=3).state_dict().items()}
+    save_file(sd, str(tmp_path / "m.safetensors"), metadata={"labels": json.dumps(["a", "b", "c"])})
+    assert load_checkpoint(tmp_path / "m.safetensors").labels == ("a", "b", "c")
+    save_file(sd, str(tmp_path / "m.safetensors"), metadata={"labels": "[" * 50_000 + "]" * 50_000})
+    with pytest.raises(CheckpointError, match="the file's metadata could not be read: .*nested 50,000"):
+        load_checkpoint(tmp_path / "m.safetensors")
+    save_file(sd, str(tmp_path / "m.safetensors"), metadata={"labels": json.dumps(["a", {"b": 1}, "c"])})
+    with pytest.raises(CheckpointError, match="the file's metadata: label 1 is dict"):
+        load_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_running_out_of_memory_building_a_catalog_model_is_a_weights_error(monkeypatch):
+    from vit_desktop.core import families, loading
+    from vit_desktop.core.errors import WeightsError
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+
+    monkeypatch.setattr(families.minivit, "MiniViT", fail)
+    with pytest.raises(WeightsError, match="not enough memory to build"):
+        loading.load_model("demo-shapes")

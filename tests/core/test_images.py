@@ -224,3 +224,61 @@ def test_mutated_images_only_raise_typed_errors(tmp_path, base, edits, cut):
         assert str(exc) and "\n" not in str(exc)
     else:
         assert got.image.mode == "RGB" and got.image.width > 0
+
+
+def _png_with_text_chunk(kind: bytes, after_pixels: bool) -> bytes:
+    """A red PNG with a 2 KB zTXt/iTXt chunk that inflates to 2 MB (Pillow's cap: 1 MB)."""
+    import struct
+    import zlib
+
+    def chunk(k: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + k + data + struct.pack(">I", zlib.crc32(k + data))
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, "PNG")
+    png = buf.getvalue()
+    at = png.index(b"IDAT") - 4 if not after_pixels else len(png) - 12  # before IDAT / IEND
+    flags = b"\x00" if kind == b"zTXt" else b"\x01\x00\x00\x00"
+    text = chunk(kind, b"Comment\x00" + flags + zlib.compress(b"A" * (2 << 20), 9))
+    return png[:at] + text + png[at:]
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iTXt"])
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_huge_text_chunk_is_a_plain_sentence(tmp_path, kind, after_pixels):
+    path = tmp_path / "notes.png"
+    path.write_bytes(_png_with_text_chunk(kind, after_pixels))
+    with pytest.raises(ImageLoadError) as err:
+        load_image(path)
+    assert (
+        str(err.value) == "notes.png: a text chunk in the PNG is too large to read (damaged or hostile file)"
+    )
+
+
+def test_decode_events_name_the_file_on_the_decoding_thread(tmp_path):
+    import threading
+
+    from vit_desktop.core.images import decoding_now, watch_decodes
+
+    good = _save(_gradient(), tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    seen = []
+
+    def hook(name, started):
+        seen.append((name, started, decoding_now(), threading.get_ident()))
+
+    watch_decodes(hook)
+    watch_decodes(hook)  # once is enough
+    try:
+        load_image(good)
+        with pytest.raises(ImageLoadError):
+            load_image(bad)
+    finally:
+        from vit_desktop.core import images
+
+        images._decode_hooks.remove(hook)
+    me = threading.get_ident()
+    assert seen == [("good.png", True, "good.png", me), ("good.png", False, "good.png", me),
+                    ("bad.png", True, "bad.png", me), ("bad.png", False, "bad.png", me)]  # fmt: skip
+    assert decoding_now() is None

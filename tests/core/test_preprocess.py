@@ -122,3 +122,56 @@ def test_overlay_bands_match_and_peak_lands_on_its_patch():
     arr = np.asarray(img)
     assert arr[int(y), int(x)].max() == 255
     assert arr[5, 5].max() == 0  # cropped away and dimmed
+
+
+# -- no path can build an absurd Preprocessing ----------------------------------------------------
+
+_GOOD = dict(input_size=(64, 64), patch_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(input_size=(128,)), "two whole numbers"),
+    (dict(input_size=(64.0, 64)), "two whole numbers"),
+    (dict(input_size=(True, 64)), "two whole numbers"),
+    (dict(input_size=(0, 0), patch_size=1), "outside 1…4096"),
+    (dict(input_size=(8192, 8192)), "outside 1…4096"),
+    (dict(patch_size=0), "patch size must be a whole number of at least 1"),
+    (dict(patch_size=-16), "at least 1"),
+    (dict(patch_size=12), "not a whole number of 12-px patches"),
+    (dict(mean="abc"), "mean must be three finite numbers"),
+    (dict(mean=(0.5, 0.5)), "mean must be three"),
+    (dict(mean=(0.5, float("nan"), 0.5)), "mean must be three finite"),
+    (dict(std=(0.2, 0.0, 0.2)), "std values must be positive"),
+    (dict(std=(0.2, -1.0, 0.2)), "std values must be positive"),
+    (dict(std=(0.2, float("inf"), 0.2)), "std must be three finite"),
+    (dict(mode="stretch"), "unknown preprocessing mode"),
+    (dict(mode=["letterbox"]), "unknown preprocessing mode"),
+    (dict(interpolation="cubic"), "unknown interpolation"),
+    (dict(interpolation={"a": 1}), "unknown interpolation"),
+    (dict(resize_size=60000), "resize size 60000 is outside 64…8192"),
+    (dict(resize_size=32), "resize size 32 is outside"),
+    (dict(resize_size=256.0), "resize size"),
+    (dict(resize_size=False), "resize size"),
+])  # fmt: skip
+def test_absurd_preprocessing_is_refused_where_it_is_built(change, match):
+    with pytest.raises(ValueError, match=match):
+        Preprocessing(**{**_GOOD, **change})
+
+
+def test_preprocessing_values_are_normalised():
+    pre = Preprocessing(input_size=[64, 32], patch_size=np.int64(16), mean=[0, 0.5, 1], std=[1, 1, 1],
+                        resize_size=np.int32(100))  # fmt: skip
+    assert pre.input_size == (64, 32) and isinstance(pre.input_size, tuple)
+    assert pre.mean == (0.0, 0.5, 1.0) and all(type(v) is float for v in pre.mean + pre.std)
+    assert type(pre.patch_size) is int and type(pre.resize_size) is int
+    assert hash(pre) == hash(Preprocessing(input_size=(64, 32), patch_size=16, mean=(0.0, 0.5, 1.0),
+                                           std=(1.0,) * 3, resize_size=100))  # fmt: skip
+
+
+def test_every_catalog_preprocessing_is_within_the_bounds():
+    # The bounds leave room for every published model (ViT-H/14 SWAG: 518 px, resize 518).
+    sizes = [e.preprocessing.input_size for e in catalog.entries()]
+    assert (518, 518) in sizes
+    big = Preprocessing(input_size=(4096, 4096), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
+                        resize_size=8192)  # fmt: skip
+    assert big.patch_grid == (256, 256)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import socket
 import threading
 import time
@@ -265,3 +268,98 @@ def test_entry_without_a_hash_is_not_downloaded(server):
 def test_malformed_url_is_a_weights_error():
     with pytest.raises(WeightsError, match="bad download URL"):
         weights.download(_entry("http://127.0.0.1:99999999/x/test-weights-0000.pth"))
+
+
+# -- the full SHA-256 kept beside the cache (torchvision publishes only a prefix) ------------------
+
+
+def _twin(prefix: str) -> bytes:
+    """A small file whose SHA-256 starts with ``prefix`` but is not PAYLOAD's (brute force:
+    about 16**len(prefix) tries)."""
+    for i in itertools.count():
+        data = b"not the weights " + i.to_bytes(8, "little")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest.startswith(prefix) and digest != DIGEST:
+            return data
+    raise AssertionError("unreachable")
+
+
+def _manifest() -> dict:
+    return json.loads(weights.manifest_path().read_text(encoding="utf-8"))["files"]
+
+
+def test_a_download_records_its_full_digest_and_a_prefix_twin_is_refused(server):
+    entry = _entry(_url(server, "ok"), sha=DIGEST[:4])  # a short published prefix, as torchvision's
+    path = weights.download(entry)
+    assert _manifest()[entry.filename]["sha256"] == DIGEST and _no_partials()
+    twin = _twin(DIGEST[:4])
+    assert weights.hash_matches(hashlib.sha256(twin).hexdigest(), entry.sha256)  # the prefix alone passes it
+    path.write_bytes(twin)
+    with pytest.raises(CorruptCacheError, match="removed") as err:
+        weights.verify_cached(entry)
+    assert weights.MANIFEST in str(err.value) and not path.exists()
+    path.write_bytes(twin)
+    got = weights.ensure(entry)  # removed, fetched again, and the good file passes
+    assert got.downloaded and got.recovered_corrupt and path.read_bytes() == PAYLOAD
+    assert not weights.ensure(entry).downloaded
+    path.write_bytes(twin)
+    with pytest.raises(CorruptCacheError):
+        weights.ensure(entry, allow_download=False)  # offline: reported like any damaged file
+
+
+def test_a_file_put_in_the_cache_by_hand_is_known_from_its_first_check(server):
+    entry = _entry(_url(server, "ok"), sha=DIGEST[:4])
+    path = weights.cached_path(entry)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(PAYLOAD)  # copied from another machine: no record yet
+    assert not weights.ensure(entry).downloaded and server.hits == 0
+    assert _manifest()[entry.filename]["sha256"] == DIGEST
+    path.write_bytes(_twin(DIGEST[:4]))
+    with pytest.raises(CorruptCacheError, match="recorded"):
+        weights.verify_cached(entry)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{not json", "[" * 200_000, '{"files": []}', '{"files": {"test-weights-0000.pth": {"sha256": "abc"}}}',
+     '{"files": {"test-weights-0000.pth": "' + "0" * 64 + '"}}'],
+    ids=["garbled", "deep", "no-files", "short-digest", "not-a-record"],
+)  # fmt: skip
+def test_a_damaged_manifest_is_ignored_and_written_anew(server, text):
+    entry = _entry(_url(server, "ok"))
+    path = weights.download(entry)
+    weights.manifest_path().write_text(text, encoding="utf-8")
+    assert weights.verify_cached(entry) == path  # checked against the published hash, as before
+    assert _manifest()[entry.filename]["sha256"] == DIGEST and _no_partials()
+
+
+def test_manifest_keeps_every_file_when_downloads_finish_together(server):
+    entries = [_entry(_url(server, "slow"), filename=f"test-weights-{i:04d}.pth") for i in range(4)]
+    threads = [threading.Thread(target=weights.download, args=(e,)) for e in entries]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert {e.filename for e in entries} <= set(_manifest()) and _no_partials()
+
+
+def test_a_plain_http_mirror_is_warned_about_once_per_download(server, monkeypatch):
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: seen.append(rec.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("vit_desktop.weights").addHandler(handler)
+    try:
+        monkeypatch.setenv(
+            "VIT_DESKTOP_WEIGHTS_URL", f"http://user:secret@127.0.0.1:{server.server_address[1]}/ok"
+        )
+        assert weights.download(_entry("https://example.invalid/m/test-weights-0000.pth")).exists()
+    finally:
+        logging.getLogger("vit_desktop.weights").removeHandler(handler)
+    warned = [m for m in seen if "plain http" in m]
+    assert len(warned) == 1 and "\n" not in warned[0] and "secret" not in warned[0] and "https" in warned[0]
+    assert catalog.plain_http_notice("HTTP://mirror.example/w") is not None
+    for quiet in ("https://mirror.example/w", "", None, "file:///srv/w"):
+        monkeypatch.delenv("VIT_DESKTOP_WEIGHTS_URL", raising=False)
+        assert catalog.plain_http_notice(quiet) is None

@@ -36,6 +36,43 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, data) pairs, in file order."""
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
+        pos += 12 + n
+    return chunks
+
+
+def png_of(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG made of ``chunks``, each with a correct CRC (so a decoder believes it)."""
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks)
+
+
+def broken_pngs() -> dict[str, bytes]:
+    """PNGs that Pillow's own ``load()`` refuses, though opening them and reading their
+    header works (the loader once returned a picture for the first three)."""
+    red = png_chunks(_bytes(Image.new("RGB", (30, 20), RED), "PNG"))
+    *body, iend = red
+    # A text chunk after the pixels, cut off in the middle: no IEND.
+    cut = png_of([*body, (b"tEXt", b"Comment\x00" + b"x" * 200)])[:-120]
+    # Pixel data that is not a zlib stream at all (its chunk CRC is right).
+    at = next(i for i, (kind, _) in enumerate(red) if kind == b"IDAT")
+    idat = bytearray(red[at][1])
+    idat[0] ^= 0xFF  # the zlib header
+    bad_zlib = png_of([*red[:at], (b"IDAT", bytes(idat)), *red[at + 1 :]])
+    # An animated PNG with its second frame-control chunk gone: frame data out of sequence.
+    anim = png_chunks(_animated("PNG", "png"))
+    second = [i for i, (kind, _) in enumerate(anim) if kind == b"fcTL"][1]
+    out_of_sequence = png_of(anim[:second] + anim[second + 1 :])
+    # A zTXt chunk of 2 KB that inflates past Pillow's 1 MB cap on text (a text bomb).
+    bomb = zlib.compress(b"A" * (2 << 20), 9)
+    text_bomb = png_of([*body, (b"zTXt", b"Comment\x00\x00" + bomb), iend])
+    return {"cut": cut, "bad-zlib": bad_zlib, "out-of-sequence": out_of_sequence, "text-bomb": text_bomb}
+
+
 def declared_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header declares ``width`` × ``height`` RGB pixels (a bomb's shape:
     a few hundred bytes on disk, gigabytes once decoded).  Written by hand: Pillow is never
@@ -137,6 +174,18 @@ def build_all(folder: Path) -> list[Case]:
     bad_idat = bytearray(small)
     bad_idat[-13] ^= 0xFF  # the last byte of the IDAT CRC (IEND's 12 bytes follow)
     add("png-bad-data-crc", "badcrc-data.png", bytes(bad_idat), size=(30, 20), colour=RED)
+    # Refused by Pillow's load() itself; once returned as pictures (the decode error was lost
+    # while the EXIF was looked for).
+    broken = broken_pngs()
+    add("png-truncated-end-chunk", "no-end.png", broken["cut"], error="corrupt.*truncated")
+    add("png-corrupt-zlib", "bad-zlib.png", broken["bad-zlib"], error="corrupt.*picture data is damaged")
+    add("apng-frame-sequence-error", "frames.png", broken["out-of-sequence"], error="corrupt.*frames")
+    add(
+        "png-text-chunk-bomb",
+        "text-bomb.png",
+        broken["text-bomb"],
+        error="text chunk in the PNG is too large",
+    )
     # -- decompression bombs: refused from the header -------------------------------------
     add("bomb-png-30000x30000", "huge.png", declared_png(30_000, 30_000), error="MP.*limit")
     gif_bomb = (

@@ -13,8 +13,8 @@ os.environ["QT_QPA_PLATFORM"] = "offscreen"
 os.environ["VIT_DESKTOP_NO_DIALOGS"] = "1"
 os.environ["VIT_DESKTOP_SINGLE_INSTANCE"] = "0"
 
-from PySide6.QtCore import QPoint, QSettings  # noqa: E402
-from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from vit_desktop.ui.main_window import MainWindow  # noqa: E402
@@ -51,10 +51,13 @@ def main(image: str, folder: str, hovers: int, ini: str) -> None:
             x, y = geom.patch_center(r, c)
             points.append(QPoint(round(off.x() + z * x), round(off.y() + z * y)))
     t0 = time.monotonic()
-    for i in range(hovers):
-        QTest.mouseMove(win.view, points[i % len(points)])
-        if i % 50 == 0:
-            app.processEvents()
+    for i in range(hovers):  # real mouse-move events, delivered to the view as Qt would
+        pos = QPointF(points[i % len(points)])
+        move = QMouseEvent(QEvent.Type.MouseMove, pos, win.view.mapToGlobal(pos), Qt.MouseButton.NoButton,
+                           Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)  # fmt: skip
+        QApplication.sendEvent(win.view, move)
+        if i % 20 == 0:
+            app.processEvents()  # and the window repaints as it would between moves
     app.processEvents()
     hover_s = time.monotonic() - t0
     t0 = time.monotonic()

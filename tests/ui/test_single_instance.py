@@ -7,6 +7,7 @@ tests never talk to a copy of the app someone is running, nor to each other.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QDir, QUrl
 from PySide6.QtGui import QFileOpenEvent
 from PySide6.QtWidgets import QApplication, QWidget
@@ -47,7 +49,7 @@ def _client(code: str, *args: str, cwd: Path | None = None) -> subprocess.Popen:
 
 def test_names_are_per_user_and_private(monkeypatch, tmp_path):
     env = {"USER": "alice", "LOGNAME": "alice", "HOME": "/home/alice"}
-    monkeypatch.setattr(si.sys, "platform", "darwin")  # no XDG_RUNTIME_DIR there: a name in the temp folder
+    monkeypatch.setattr(si.sys, "platform", "win32")  # a named pipe there, named per user
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     alice = si.server_name({})
@@ -56,11 +58,104 @@ def test_names_are_per_user_and_private(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", "/home/bob")
     bob = si.server_name({})
     assert alice != bob and alice.startswith("vit-desktop-") and bob.startswith("vit-desktop-")
-    assert alice.replace("-", "").isalnum()  # a valid pipe name on Windows too
+    assert alice.replace("-", "").isalnum()  # a valid pipe name
     monkeypatch.setattr(si.sys, "platform", "linux")
     assert si.server_name({"XDG_RUNTIME_DIR": str(tmp_path)}) == str(tmp_path / "vit-desktop.sock")
     assert si.server_name({"VIT_DESKTOP_INSTANCE_NAME": "x", "XDG_RUNTIME_DIR": str(tmp_path)}) == "x"
     assert si.enabled({}) and not si.enabled({"VIT_DESKTOP_SINGLE_INSTANCE": "0"})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="named pipes there")
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_without_a_runtime_folder_the_socket_is_in_a_private_folder_made_for_it(monkeypatch, tmp_path,
+                                                                                 platform):  # fmt: skip
+    monkeypatch.setattr(si.sys, "platform", platform)
+    old = os.umask(0o022)
+    try:
+        name = si.server_name({"TMPDIR": str(tmp_path)})  # no XDG_RUNTIME_DIR
+    finally:
+        os.umask(old)
+    folder = tmp_path / f"vit-desktop-{os.getuid()}"
+    assert name == str(folder / "vit-desktop.sock")
+    st = folder.lstat()
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.getuid()
+    assert si.server_name({"TMPDIR": str(tmp_path)}) == name  # the next start finds the same one
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="named pipes there")
+@pytest.mark.parametrize("planted", ["open-to-others", "a-link", "a-file", "another-users"])
+def test_a_folder_that_is_not_private_is_refused_and_a_window_opens(qapp, monkeypatch, tmp_path, planted):
+    monkeypatch.setattr(si.sys, "platform", "linux")
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    folder = tmp_path / f"vit-desktop-{os.getuid()}"
+    if planted == "open-to-others":
+        folder.mkdir()
+        folder.chmod(0o777)
+    elif planted == "a-link":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "elsewhere")
+    elif planted == "a-file":
+        folder.write_text("")
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a folder to another user")
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 65534, 65534)
+    assert si.server_name() is None
+    instance = si.claim(["/pics/a.png"])  # not handed anywhere: this start opens its own window
+    assert instance is not None and not instance.is_listening() and instance.name == ""
+    assert not list(tmp_path.rglob("*.sock"))
+    if planted == "a-link":
+        assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_in_the_private_folder_a_second_start_reaches_the_first(qtbot, monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    server = si.SingleInstance()
+    assert server.name == str(tmp_path / f"vit-desktop-{os.getuid()}" / "vit-desktop.sock")
+    assert server.listen()
+    with qtbot.waitSignal(server.pathsReceived, timeout=30000) as got:
+        proc = _client(CLIENT, server.name, "/pics/a.png")
+    assert proc.communicate(timeout=30)[0].strip() == "True"  # the peer check passed: same user
+    assert got.args[0] == ["/pics/a.png"]
+    server.close()
+
+
+SQUATTER = (
+    "import os, socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777)\n"
+    "os.setgid(65534); os.setuid(65534); s.listen(8)\n"
+    "print('ready', flush=True)\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.settimeout(3)\n"
+    "    try:\n"
+    "        c.sendall(b'ok\\n')\n"
+    "        while data := c.recv(65536): print(repr(data), flush=True)\n"
+    "    except OSError: pass\n"
+    "    c.close()\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.geteuid() != 0,
+                    reason="another user's process needs root to start")  # fmt: skip
+def test_a_socket_another_user_listens_on_gets_no_paths(qapp, tmp_path):
+    """Another local user bound the name first and answers ``ok`` to anything: the second start
+    must not send its paths there, and opens its own window."""
+    name = str(tmp_path / "vit-desktop.sock")
+    squatter = _client(SQUATTER, name)
+    try:
+        assert squatter.stdout.readline().strip() == "ready", squatter.stderr.read()
+        assert os.stat(name).st_uid == 0  # bound by root, listening as nobody: only SO_PEERCRED tells
+        assert si.send_to_running(["/home/me/secret-plans.png"], name=name) is False
+        instance = si.claim(["/home/me/secret-plans.png"], name=name)
+        assert instance is not None and not instance.is_listening()  # a window of our own
+        time.sleep(0.5)  # what the squatter would print, it has printed by now
+    finally:
+        squatter.kill()
+    out, _ = squatter.communicate(timeout=10)
+    assert "secret" not in out and "paths" not in out
 
 
 def test_nobody_listening_means_start_a_window(qapp):
@@ -103,6 +198,48 @@ def test_a_garbled_message_is_refused_and_the_server_keeps_serving(qtbot):
     with qtbot.waitSignal(server.pathsReceived, timeout=30000):
         proc = _client(CLIENT, server.name, "/tmp/ok.png")
     assert proc.communicate(timeout=30)[0].strip() == "True"
+    server.close()
+
+
+FILE_CLIENT = RAW_CLIENT.replace("sys.argv[2].encode()", "open(sys.argv[2], 'rb').read()")  # no size limit
+
+
+@pytest.mark.parametrize(
+    "message",
+    ['{"paths": "/etc/passwd"}', "[" * 200_000 + "]" * 200_000, '{"paths": ' + "[" * 200_000 + "]" * 200_000 + "}",
+     '["/a.png"]', '{"paths": [1, 2]}', '{"paths": [""]}', '{"paths": ["/a\\u0000b.png"]}',
+     '{"paths": ["/' + "a" * 20_000 + '.png"]}', '{"paths": [' + ",".join(['"/a.png"'] * 10_001) + "]}",
+     '{"paths": ["/a.png"], "x": "' + "y" * (5 << 20) + '"}', "\xff\xfe"],
+    ids=["a-string", "nested", "nested-paths", "a-list", "numbers", "empty", "nul", "too-long-path",
+         "too-many-paths", "too-big", "not-ascii"],
+)  # fmt: skip
+def test_a_message_that_is_not_a_list_of_paths_is_ignored(message):
+    assert si.parse_message(message.encode("latin-1")) is None  # no exception either
+
+
+def test_messages_within_the_limits_are_read():
+    ok = ['{"paths": []}', '{"paths": ["/a.png", "file:///b.png"], "other": 1}',
+          '{"paths": [' + ",".join(['"/' + "a" * 4000 + '.png"'] * 100) + "]}",
+          '{"paths": [' + ",".join(['"/a.png"'] * 10_000) + "]}"]  # fmt: skip
+    assert [len(si.parse_message(m.encode())) for m in ok] == [0, 2, 100, 10_000]
+    assert si.parse_message(b'{"paths": ["/caf\\udce9.png"]}') == [
+        "/caf\udce9.png"
+    ]  # a name that is not UTF-8
+
+
+@pytest.mark.parametrize("message", ['{"paths": "/etc/passwd"}', "[" * 200_000 + "]" * 200_000])
+def test_a_bad_message_is_answered_error_and_the_server_keeps_serving(qtbot, tmp_path, message):
+    server = si.SingleInstance(_name())
+    assert server.listen()
+    seen = []
+    server.pathsReceived.connect(seen.append)
+    (tmp_path / "message").write_text(message)
+    proc = _client(FILE_CLIENT, server.name, str(tmp_path / "message"))
+    qtbot.waitUntil(lambda: proc.poll() is not None, timeout=30000)
+    assert proc.communicate()[0].strip() == "error" and seen == []
+    with qtbot.waitSignal(server.pathsReceived, timeout=30000) as got:
+        proc = _client(CLIENT, server.name, "/tmp/ok.png")
+    assert proc.communicate(timeout=30)[0].strip() == "True" and got.args[0] == ["/tmp/ok.png"]
     server.close()
 
 

@@ -20,8 +20,9 @@ families can import it without an import circle).  Checkpoints
 capture (:func:`.capture.attention_modules`) all dispatch through this registry, so a new
 kind of model is one new module in ``families/``.
 
-The shape helpers at the bottom (:func:`heads_for`, :func:`square_grid`, :func:`require_positive`,
-:func:`tensor_of_rank`, :func:`load_exactly`) turn a malformed state dict into one
+The shape and settings helpers at the bottom (:func:`heads_for`, :func:`config_flag`,
+:func:`config_number`, :func:`require_fits`, :func:`square_grid`, :func:`require_positive`,
+:func:`tensor_of_rank`, :func:`load_exactly`) turn a malformed state dict or config into one
 :class:`CheckpointError` sentence; the families' builders share them.
 """
 
@@ -39,6 +40,7 @@ from torch import nn
 
 from .errors import CheckpointError, WeightsError
 from .preprocess import Preprocessing
+from .safe_files import require_param_budget
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
@@ -218,17 +220,52 @@ def expectations() -> str:
 
 
 def heads_for(width: int, config: Mapping[str, Any], name: str) -> int:
-    """Attention heads: ``num_heads`` from the config, else the standard count for the width,
-    else one per 64 channels; refused when it does not divide the width."""
-    try:
-        heads = int(config.get("num_heads") or STANDARD_HEADS.get(width) or max(1, width // 64))
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{name}: num_heads must be a whole number") from None
-    if heads < 1:
-        raise CheckpointError(f"{name}: num_heads must be at least 1")
+    """Attention heads: ``num_heads`` from the config (a whole number of at least 1: 0 is an
+    error, not "the default"), else the standard count for the width, else one per 64
+    channels; refused when it does not divide the width."""
+    given = config.get("num_heads")
+    if given is None:
+        heads = STANDARD_HEADS.get(width) or max(1, width // 64)
+    elif isinstance(given, bool) or not isinstance(given, int):
+        raise CheckpointError(f"{name}: num_heads must be a whole number, not {given!r:.40}")
+    elif given < 1:
+        raise CheckpointError(f"{name}: num_heads must be at least 1, not {given}")
+    else:
+        heads = given
     if width % heads:
         raise CheckpointError(f"{name}: width {width} is not divisible by {heads} attention heads")
     return heads
+
+
+def config_flag(config: Mapping[str, Any], key: str, default: bool, name: str) -> bool:
+    """``config[key]`` as a real JSON boolean (``"false"`` would otherwise read as true)."""
+    value = config.get(key, default)
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{name}: {key} must be true or false (a JSON boolean), not {value!r:.40}")
+    return value
+
+
+def config_number(config: Mapping[str, Any], key: str, default: float, low: float, high: float,
+                  name: str) -> float:  # fmt: skip
+    """``config[key]`` as a finite number within ``low``…``high``."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise CheckpointError(f"{name}: {key} must be a number from {low:g} to {high:g}, not {value!r:.40}")
+    return float(value)
+
+
+def require_fits(name: str, params: int, state: Mapping[str, torch.Tensor]) -> None:
+    """Before a builder allocates its module: ``params`` (what the shapes and layer names
+    describe, counting at least the weight matrices) must be held by the file (it is loaded
+    exactly, so a file that holds less cannot fit: say so without building a model that may
+    not fit in memory), and within the parameter cap (:func:`.safe_files.require_param_budget`)."""
+    held = sum(t.numel() for t in state.values())
+    if params > held:
+        raise CheckpointError(
+            f"{name}: does not fit the architecture its shapes and layer names describe: that needs "
+            f"{params:,} parameters, the file holds {held:,} values (weights missing or of the wrong shape)"
+        )
+    require_param_budget(params, name)
 
 
 def square_grid(n_tokens: int, name: str) -> int:

@@ -281,6 +281,21 @@ def weights_base_url() -> str | None:
     return os.environ.get("VIT_DESKTOP_WEIGHTS_URL") or None
 
 
+def plain_http_notice(base: str | None = None) -> str | None:
+    """One line for the person when the weights mirror (``VIT_DESKTOP_WEIGHTS_URL``, or
+    ``base``) is plain http; None otherwise.  A warning, not an error: the download is still
+    checked against the published hash, but torchvision publishes only 8 hex digits of it."""
+    base = weights_base_url() if base is None else base
+    scheme, sep, rest = (base or "").strip().partition("://")
+    if not sep or scheme.lower() != "http":
+        return None
+    host = rest.split("/", 1)[0].rpartition("@")[2]  # never a user name or password
+    return (
+        f"warning: VIT_DESKTOP_WEIGHTS_URL is plain http (http://{host}/): weights fetched from it "
+        "can be swapped on the way and are checked only against an 8-digit hash prefix; use https"
+    )
+
+
 def group_order(all_entries: Sequence[ModelEntry]) -> list[tuple[str, list[ModelEntry]]]:
     order: dict[str, list[ModelEntry]] = {}
     for e in all_entries:

@@ -2,15 +2,17 @@
 
 Only ``torch.load(..., weights_only=True)`` (:func:`safe_torch_load`, the app's one call of
 it) and safetensors are used, so a checkpoint can never run code.  This module reads the
-file (state dicts inside wrappers, ``module.`` prefixes, labels, settings from the
-safetensors header or a ``NAME.config.json`` sidecar, preprocessing) and checks the result
-(finite weights, one trial forward pass); which architecture the tensors are, and how it is
-built, is the registered families' business (:mod:`.architectures`, :mod:`.families`).
+file (state dicts inside wrappers, ``module.`` prefixes) within a memory budget (what the
+file declares is checked against its size before anything large is allocated, and the
+parameter count is capped: :mod:`.safe_files`), takes the labels and settings beside it
+(:mod:`.sidecars`) and checks the result (finite weights, one trial forward pass); which
+architecture the tensors are, and how it is built, is the registered families' business
+(:mod:`.architectures`, :mod:`.families`).  Running out of memory anywhere in this is one
+:class:`CheckpointError` too.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -22,9 +24,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import architectures, families  # noqa: F401 (importing families registers the built-in ones)
+from . import architectures, families, sidecars  # noqa: F401 (importing families registers the built-in ones)
 from .errors import CheckpointError
-from .preprocess import Preprocessing
+from .preprocess import MAX_INPUT_SIDE, Preprocessing
+from .safe_files import (
+    check_tensor_sizes,
+    is_out_of_memory,
+    require_param_budget,
+    safetensors_numel,
+    zip_problem,
+)
+from .sidecars import read_labels
 from .text import brief, display, short_name
 
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "ema")
@@ -61,6 +71,9 @@ def safe_torch_load(path: Path, name: str | None = None) -> object:
     containers only, so nothing in the file can run.  Every failure is one
     :class:`SafeLoadError` whose message starts with ``name`` (default: the file's name)."""
     name = name or short_name(path)
+    problem = zip_problem(path)  # before torch.load: a compressed record would be inflated whole
+    if problem:
+        raise SafeLoadError(name, f"not a PyTorch checkpoint: {problem}", "damaged")
     try:
         with warnings.catch_warnings():
             # torch notes unusual pickle protocols; the safe loader still decides alone.
@@ -80,6 +93,8 @@ def safe_torch_load(path: Path, name: str | None = None) -> object:
     except MemoryError:
         raise SafeLoadError(name, "not enough memory to read this checkpoint", "memory") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        if is_out_of_memory(exc):  # torch's allocator says so in a RuntimeError
+            raise SafeLoadError(name, "not enough memory to read this checkpoint", "memory") from None
         kind = "io" if isinstance(exc, OSError) and not isinstance(exc, EOFError) else "damaged"
         why = brief(str(exc) or type(exc).__name__)
         raise SafeLoadError(name, f"not a readable PyTorch checkpoint ({why})", kind) from None
@@ -103,17 +118,22 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
+        require_param_budget(safetensors_numel(path, name), name)
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 meta = dict(f.metadata() or {})
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             why = brief(str(exc) or type(exc).__name__)
+            if is_out_of_memory(exc):
+                raise CheckpointError(f"{name}: not enough memory to read this checkpoint") from None
             raise CheckpointError(f"{name}: not a valid safetensors file ({why})") from None
         except MemoryError:
             raise CheckpointError(f"{name}: not enough memory to read this checkpoint") from None
         return state, meta
-    return state_dict_of(safe_torch_load(path, name), name), {}
+    state = state_dict_of(safe_torch_load(path, name), name)
+    check_tensor_sizes(state, name, info.st_size)
+    return state, {}
 
 
 def state_dict_of(obj: object, name: str) -> dict[str, torch.Tensor]:
@@ -149,122 +169,6 @@ def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _sidecar(path: Path, suffix: str) -> Path | None:
-    stem = path.with_suffix("")
-    for cand in (Path(f"{stem}{suffix}"), Path(f"{path}{suffix}")):
-        if cand.exists():
-            return cand
-    return None
-
-
-def read_labels(
-    path: Path, num_classes: int, meta: dict[str, str], labels_path: Path | None = None
-) -> tuple[str, ...] | None:
-    """The labels a checkpoint brings (a sidecar file or its metadata), or None when it
-    brings none; a count that does not match ``num_classes`` is an error.
-
-    ``labels_path`` (a ``.txt`` with one label per line, or a ``.json`` list or index →
-    label object) wins over the sidecar files next to the checkpoint."""
-    labels: list[str] | None = None
-    source = None
-    txt = _sidecar(path, ".labels.txt")
-    js = _sidecar(path, ".labels.json")
-    if labels_path is not None:
-        if not labels_path.is_file():
-            raise CheckpointError(f"labels file {labels_path} does not exist")
-        is_json = labels_path.suffix.lower() == ".json"
-        txt, js = (None, labels_path) if is_json else (labels_path, None)
-    try:
-        if txt is not None:
-            lines = txt.read_text(encoding="utf-8-sig").splitlines()
-            while lines and not lines[-1].strip():
-                lines.pop()
-            labels, source = [ln.strip() for ln in lines], txt.name
-        elif js is not None:
-            data = json.loads(js.read_text(encoding="utf-8"))
-            if isinstance(data, dict):
-                data = _labels_from_index(data)
-            if not isinstance(data, list):
-                raise ValueError("expected a list of labels or an index → label object")
-            labels, source = [str(x) for x in data], js.name
-        elif "labels" in meta:
-            labels, source = [str(x) for x in json.loads(meta["labels"])], "the file's metadata"
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(
-            f"labels file for {short_name(path)} could not be read: {brief(str(exc) or type(exc).__name__)}"
-        ) from None
-    if labels is None:
-        return None
-    if len(labels) != num_classes:
-        raise CheckpointError(
-            f"{source} has {len(labels)} labels but {short_name(path)} predicts {num_classes} classes; "
-            "fix the labels file so each line names one class, in order"
-        )
-    return tuple(labels)
-
-
-def _labels_from_index(data: dict) -> list:
-    """An ``{"0": "cat", "1": "dog"}`` object as a list; the indices must be 0…n-1 exactly,
-    or the names would silently land on the wrong classes."""
-    try:
-        index = {int(k): v for k, v in data.items()}
-    except (TypeError, ValueError):
-        raise ValueError("the keys of a labels object must be class numbers") from None
-    missing = sorted(set(range(len(index))) - set(index))
-    if missing:
-        raise ValueError(f"class numbers must run from 0 to {len(index) - 1}; {missing[0]} is missing")
-    return [index[i] for i in range(len(index))]
-
-
-def _config_overrides(path: Path, meta: dict[str, str]) -> dict:
-    cfg: dict = {}
-    if "config" in meta:
-        try:
-            cfg.update(_json_object(meta["config"]))
-        except ValueError:
-            raise CheckpointError(f"{short_name(path)}: its metadata holds a broken config") from None
-    side = _sidecar(path, ".config.json")
-    if side is not None:
-        try:
-            cfg.update(_json_object(side.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(
-                f"{side.name} could not be read: {brief(str(exc) or type(exc).__name__)}"
-            ) from None
-    if "preprocessing" in meta and "preprocessing" not in cfg:
-        try:
-            cfg["preprocessing"] = json.loads(meta["preprocessing"])
-        except ValueError:
-            raise CheckpointError(f"{short_name(path)}: its metadata holds broken preprocessing") from None
-    return cfg
-
-
-def _json_object(text: str) -> dict:
-    data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError("expected a JSON object of settings")
-    return data
-
-
-def _preprocessing(cfg: dict, default: Preprocessing) -> Preprocessing:
-    """The config's ``preprocessing`` settings over the family's ``default`` (size, patch,
-    mean and std); without settings, ``default`` itself."""
-    p = cfg.get("preprocessing")
-    if not p:
-        return default
-    size = p.get("input_size", list(default.input_size))
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    return Preprocessing(
-        input_size=(h, w),
-        patch_size=int(p.get("patch_size", default.patch_size)),
-        mean=tuple(p.get("mean", default.mean)),
-        std=tuple(p.get("std", default.std)),
-        mode=p.get("mode", "resize_crop"),
-        resize_size=p.get("resize_size"),
-        interpolation=p.get("interpolation", "bilinear"),
-    )
-
-
 def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = None,
                     labels: str | os.PathLike[str] | None = None) -> BuiltModel:  # fmt: skip
     """Build an eval-mode model from a local checkpoint file (``labels``: an optional
@@ -272,12 +176,22 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
 
     The registered family that recognises the tensors builds the model; the weights are
     then checked (all finite, a trial forward pass that stays finite) so that a broken file
-    is refused here in one sentence rather than giving NaN for every image later."""
+    is refused here in one sentence rather than giving NaN for every image later.  Running
+    out of memory at any step is a :class:`CheckpointError` as well."""
     p = Path(path)
+    try:
+        return _load(p, display_name, labels)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+    raise CheckpointError(f"{short_name(p)}: not enough memory to load this model")
+
+
+def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | None) -> BuiltModel:
     name = short_name(p)
     state, meta = read_state_dict(p)
     state = strip_prefixes(state)
-    cfg = _config_overrides(p, meta)
+    cfg = sidecars.config_overrides(p, meta)
     family = architectures.family_for_state(state)
     if family is None:
         found = display(", ".join(sorted(state)[:5])) + (" …" if len(state) > 5 else "")
@@ -289,24 +203,29 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
         built = family.build(state, cfg, name)
     except CheckpointError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError, ArithmeticError, MemoryError) as exc:
+        if is_out_of_memory(exc):
+            raise CheckpointError(f"{name}: not enough memory to build this model") from None
         raise CheckpointError(
             f"{name}: could not build the model ({brief(str(exc) or type(exc).__name__)})"
         ) from None
-    except MemoryError:
-        raise CheckpointError(f"{name}: not enough memory to build this model") from None
+    del state  # the model holds its own copy of the weights
     model = built.module
+    require_param_budget(sum(t.numel() for t in model.parameters()), name)
+    (bh, bw), side = built.input_size, MAX_INPUT_SIDE
+    if not (1 <= bh <= side and 1 <= bw <= side):
+        raise CheckpointError(f"{name}: its weights are for {bw}×{bh}-px inputs, above the {side}-px limit")
     _refuse_non_finite(model, name)
     num_classes = family.num_classes(model)
     names = read_labels(p, num_classes, meta, Path(labels) if labels else None)
     try:
-        pre = _preprocessing(cfg, family.default_preprocessing(built.input_size, built.patch_size))
+        pre = sidecars.preprocessing(cfg, family.default_preprocessing(built.input_size, built.patch_size))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{name}: bad preprocessing settings ({brief(str(exc) or type(exc).__name__)})"
         ) from None
     if pre.input_size != built.input_size or pre.patch_size != built.patch_size:
-        (h, w), (bh, bw) = pre.input_size, built.input_size
+        (h, w) = pre.input_size
         raise CheckpointError(
             f"{name}: its preprocessing asks for {w}×{h} px in {pre.patch_size}-px patches, but the "
             f"weights are for {bw}×{bh} px in {built.patch_size}-px patches"
@@ -335,12 +254,12 @@ def _probe(model: nn.Module, pre: Preprocessing, name: str) -> None:
     try:
         with torch.inference_mode():
             out = model(x)
-    except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError) as exc:
+    except (RuntimeError, ValueError, IndexError, TypeError, ArithmeticError, MemoryError) as exc:
+        if is_out_of_memory(exc):
+            raise CheckpointError(f"{name}: not enough memory to run this model") from None
         raise CheckpointError(
             f"{name}: the model fails on a test image ({brief(str(exc) or type(exc).__name__)})"
         ) from None
-    except MemoryError:
-        raise CheckpointError(f"{name}: not enough memory to run this model") from None
     if not bool(torch.isfinite(out).all()):
         raise CheckpointError(
             f"{name}: the model's outputs overflow to NaN or infinity on a test image (weights far too "
@@ -348,11 +267,26 @@ def _probe(model: nn.Module, pre: Preprocessing, name: str) -> None:
         )
 
 
+#: Values checked at a time by :func:`_refuse_non_finite` (its memory stays small for any model).
+FINITE_CHUNK = 1 << 22
+
+
 def _refuse_non_finite(model: nn.Module, name: str) -> None:
-    """A weight that is NaN or infinite makes every prediction NaN: say so at load time."""
+    """A weight that is NaN or infinite makes every prediction NaN: say so at load time.
+    Checked in chunks, so a huge weight needs no second copy's worth of memory."""
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            if not p.is_floating_point():
+                continue
+            flat = p.detach().reshape(-1)
+            try:
+                finite = all(bool(torch.isfinite(flat[i : i + FINITE_CHUNK]).all())
+                             for i in range(0, flat.numel(), FINITE_CHUNK))  # fmt: skip
+            except (RuntimeError, MemoryError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise CheckpointError(f"{name}: not enough memory to check this model's weights") from None
+            if not finite:
                 raise CheckpointError(
                     f"{name}: {key} holds NaN or infinite values, so the model cannot give "
                     "meaningful predictions (a damaged or diverged checkpoint)"

@@ -34,6 +34,7 @@ from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from .loading import default_model_id, load_model
 from .preprocess import Geometry, Preprocessing, prepare
 from .results import AttentionResult, ClassificationResult, ImageFailure, Prediction
+from .text import short_name
 
 ImageInput = str | os.PathLike[str] | Image.Image | LoadedImage
 Outcome = ClassificationResult | ImageFailure
@@ -241,8 +242,8 @@ class Classifier:
         for item in images:
             try:
                 prepared.append(self.prepare(item))
-            except ImageLoadError as exc:
-                prepared.append(ImageFailure(_source_of(item), exc.one_line()))
+            except (ImageLoadError, MemoryError) as exc:
+                prepared.append(_failure(item, exc))
         good = [p for p in prepared if isinstance(p, Prepared)]
         results = iter(self._results(good, mode, top_k) if good else [])
         return [next(results) if isinstance(p, Prepared) else p for p in prepared]
@@ -285,12 +286,22 @@ class Classifier:
                 for item, fut in chunk:
                     try:
                         done.append(fut.result())
-                    except ImageLoadError as exc:
-                        done.append(ImageFailure(_source_of(item), exc.one_line()))
+                    except (ImageLoadError, MemoryError) as exc:
+                        done.append(_failure(item, exc))
                 good = [p for p in done if isinstance(p, Prepared)]
                 results = iter(self._results(good, mode, top_k) if good else [])
                 for p in done:
                     yield next(results) if isinstance(p, Prepared) else p
+
+
+def _failure(item: ImageInput, exc: Exception) -> ImageFailure:
+    """One image that could not be prepared; the others go on."""
+    source = _source_of(item)
+    if isinstance(exc, ImageLoadError):
+        return ImageFailure(source, exc.one_line())
+    return ImageFailure(
+        source, f"{short_name(source)}: not enough memory to prepare this image for the model"
+    )
 
 
 def _source_of(item: ImageInput) -> str:

@@ -17,7 +17,8 @@ from .text import display, json_safe
 FORMATS = ("json", "csv", "table")
 CSV_FIELDS = ("path", "model", "device", "rank", "label", "index", "prob", "latency_ms",
               "image_width", "image_height", "crop_left", "crop_top", "crop_right",
-              "crop_bottom", "grid_rows", "grid_cols", "peak_x", "peak_y", "error")  # fmt: skip
+              "crop_bottom", "grid_rows", "grid_cols", "peak_x", "peak_y", "error",
+              "overlay_file")  # fmt: skip
 
 
 def record(obj: dict) -> dict:
@@ -35,7 +36,7 @@ def failure_record(path: str, error: str) -> dict:
 
 def csv_rows(obj: dict) -> Iterator[dict]:
     if "error" in obj:
-        yield {"path": obj["path"], "error": obj["error"]}
+        yield {"path": obj["path"], "error": obj["error"], "overlay_file": obj.get("overlay_file")}
         return
     crop = obj["crop_box"]
     peak = obj["attention_peak"] or [None, None]
@@ -47,15 +48,33 @@ def csv_rows(obj: dict) -> Iterator[dict]:
             "image_height": obj["image_size"][1], "crop_left": crop[0], "crop_top": crop[1],
             "crop_right": crop[2], "crop_bottom": crop[3], "grid_rows": obj["patch_grid"][0],
             "grid_cols": obj["patch_grid"][1], "peak_x": peak[0], "peak_y": peak[1], "error": "",
+            "overlay_file": obj.get("overlay_file"),
         }  # fmt: skip
 
 
 def table_line(obj: dict) -> str:
+    """One line for a terminal: names and labels with control characters (escape
+    sequences) shown as escapes, never sent to the terminal raw."""
     name = display(obj["path"])
     if "error" in obj:
         return f"{name}\tERROR\t{display(obj['error'])}"
-    preds = ", ".join(f"{p['label']} {p['prob'] * 100:.1f}%" for p in obj["top_k"][:3])
+    preds = ", ".join(f"{display(str(p['label']))} {p['prob'] * 100:.1f}%" for p in obj["top_k"][:3])
     return f"{name}\t{preds}\t{obj['latency_ms']:.0f} ms"
+
+
+#: What a spreadsheet runs as a formula when a cell starts with it.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: control characters escaped, and a text that
+    starts like a formula (``=``, ``+``, ``-``, ``@``) prefixed with ``'``.  Numbers stay
+    numbers."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_PREFIXES):
+        value = "'" + value
+    return display(value)
 
 
 class ResultWriter:
@@ -76,7 +95,7 @@ class ResultWriter:
             self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
         elif self.fmt == "csv":
             for row in csv_rows(obj):
-                self.csv.writerow(row)
+                self.csv.writerow({k: csv_cell(v) for k, v in row.items()})
         else:
             self.stream.write(table_line(obj) + "\n")
         self.stream.flush()

@@ -12,7 +12,11 @@
   renamed ``.jpg`` is refused, never handed to an outside interpreter such as Ghostscript.
 * Only regular files are opened: a pipe, socket or device named ``x.jpg`` is refused at
   once instead of blocking the caller forever.
-* Every failure is an :class:`ImageLoadError` with a one-line reason.
+* Every failure is an :class:`ImageLoadError` with a one-line reason in plain words (never a
+  Pillow module, class or constant name), whichever step of the decode found it.
+* While a file is decoded, :func:`decoding_now` names it on that thread and the hooks given to
+  :func:`watch_decodes` hear about it (the log uses this to say which file a C library's
+  message was about).
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import errno
 import os
 import re
 import stat
+import struct
 import threading
 import warnings
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +78,34 @@ DECODERS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "PPM", "
 
 _TRANSPOSING = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 _limit_lock = threading.Lock()
+_DRAFTABLE = ("JPEG", "MPO")  # formats whose EXIF is read from the header, before any decode
+
+#: Pillow's words for a damaged file, and ours (the first pattern found wins; case ignored).
+_DAMAGED = "corrupt or unreadable image data"
+_PLAIN_REASONS = (
+    (r"text chunk|MAX_TEXT", "a text chunk in the PNG is too large to read (damaged or hostile file)"),
+    (r"out of memory", "not enough memory to decode this image"),
+    (r"truncat|not enough (image )?data|incomplete|premature|end of file|\bEOF\b|only got|missing frame",
+     f"{_DAMAGED} (the file is truncated)"),
+    (r"frame sequence|invalid frames", f"{_DAMAGED} (the animation's frames are missing or out of order)"),
+    (r"checksum|\bcrc\b", f"{_DAMAGED} (a checksum does not match)"),
+    (r"data stream|decod|buffer overrun|cannot (load|parse)|next frame|unknown error",
+     f"{_DAMAGED} (the compressed picture data is damaged)"),
+    (r"configuration|mode|dimension|samples per pixel|tile|layers|-bit|broken png|header",
+     f"{_DAMAGED} (its header describes the pixels in a way that cannot be decoded)"),
+)  # fmt: skip
+#: A reason that names the library's insides (a module, a constant, Python's own words).
+_INTERNAL = re.compile(
+    r"ImagePlugin|_imaging|\bPIL\b|\w+\.\w+|\w_\w|\w\(|b'|b\"|\\x|[<>{}\[\]=%]|object|attribute|"
+    r"argument|unpack|reshape|literal|index|NoneType|tuple|list|dict",
+    re.IGNORECASE,
+)
+#: Exceptions that only say where in Pillow's code the file's structure broke.
+_STRUCTURAL = (IndexError, TypeError, KeyError, AttributeError, struct.error)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, *_STRUCTURAL)
+
+_decoding = threading.local()
+_decode_hooks: list[Callable[[str, bool], None]] = []
 
 
 @dataclass(frozen=True)
@@ -153,11 +188,61 @@ def _os_reason(exc: OSError, src: str, name: str) -> str:
     return f"{name}: could not be read ({reason})"
 
 
+def decoding_now() -> str | None:
+    """The name of the file this thread is decoding (as in its error messages), or None."""
+    return getattr(_decoding, "name", None)
+
+
+def watch_decodes(hook: Callable[[str, bool], None]) -> None:
+    """Call ``hook(name, True)`` on the decoding thread just before each file is decoded and
+    ``hook(name, False)`` just after (also after a failure).  A hook that raises is ignored."""
+    if hook not in _decode_hooks:
+        _decode_hooks.append(hook)
+
+
+def _tell_hooks(name: str, started: bool) -> None:
+    for hook in list(_decode_hooks):
+        try:
+            hook(name, started)
+        except Exception:  # noqa: BLE001, S110 - a listener must never cost the picture
+            pass
+
+
+@contextmanager
+def _decoding_file(name: str) -> Iterator[None]:
+    outer = decoding_now()
+    _decoding.name = name
+    _tell_hooks(name, True)
+    try:
+        yield
+    finally:
+        _tell_hooks(name, False)
+        _decoding.name = outer
+
+
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 when there is none or it cannot be read).
+
+    Call it only once the pixels are decoded, or for a format whose EXIF sits in the header
+    (``_DRAFTABLE``): PNG's ``getexif()`` decodes the whole file, and a decode error caught
+    here would be lost (Pillow forgets the pixel data it could not decode, and a later
+    ``load()`` returns without a word)."""
     try:
         return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:  # a broken EXIF block must not lose the picture
         return 1
+
+
+def _plain_reason(exc: BaseException) -> str:
+    """What a decode error means, in words for a person (the text after ``NAME: ``)."""
+    text = brief(str(exc))
+    if not isinstance(exc, _STRUCTURAL):
+        for pattern, reason in _PLAIN_REASONS:
+            if re.search(pattern, text, re.IGNORECASE):
+                return reason
+    if isinstance(exc, _STRUCTURAL) or not text or _INTERNAL.search(text):
+        return f"{_DAMAGED} (the file does not follow its format)"
+    return f"{_DAMAGED} ({text})"
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -211,6 +296,14 @@ def load_image(
     src = os.fspath(path)
     name = short_name(src)
     _ensure_pillow_limit(max_pixels)
+    with _decoding_file(name):
+        rgb, original, fmt = _decode(src, name, max_pixels, min_size)
+    return LoadedImage(rgb, original, fmt, src)
+
+
+def _decode(
+    src: str, name: str, max_pixels: int, min_size
+) -> tuple[Image.Image, tuple[int, int], str | None]:
     try:
         with warnings.catch_warnings():
             # Our own pixel cap replaces Pillow's bomb warning; its notes on odd files are
@@ -225,18 +318,22 @@ def load_image(
                         f"{name}: {w}×{h} is {w * h / 1e6:.0f} MP, above the limit of "
                         f"{max_pixels / 1e6:.0f} MP (a guard against decompression bombs)"
                     )
+                fmt = im.format
+                if fmt not in _DRAFTABLE:
+                    # Decode first, so that a decode error is raised here and not swallowed
+                    # while the EXIF is looked for.  An animated or multi-page file is on
+                    # its first frame after opening (asking for n_frames would walk them all).
+                    im.load()
                 orientation = _orientation(im)
                 original = (h, w) if orientation in _TRANSPOSING else (w, h)
-                fmt = im.format
-                if min_size is not None and fmt in ("JPEG", "MPO"):
-                    need_w, need_h = min_size(original) if callable(min_size) else min_size
-                    if orientation in _TRANSPOSING:
-                        need_w, need_h = need_h, need_w
-                    if w >= 2 * need_w and h >= 2 * need_h:
-                        im.draft("RGB", (need_w, need_h))
-                # An animated or multi-page file is on its first frame after opening; asking
-                # for n_frames would walk the whole file first.
-                im.load()
+                if fmt in _DRAFTABLE:
+                    if min_size is not None:
+                        need_w, need_h = min_size(original) if callable(min_size) else min_size
+                        if orientation in _TRANSPOSING:
+                            need_w, need_h = need_h, need_w
+                        if w >= 2 * need_w and h >= 2 * need_h:
+                            im.draft("RGB", (need_w, need_h))
+                    im.load()
                 if orientation != 1:
                     try:
                         im = ImageOps.exif_transpose(im)
@@ -262,11 +359,8 @@ def load_image(
             f"{name}: {size}, above the limit of {max_pixels / 1e6:.0f} MP "
             "(a guard against decompression bombs)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
-        reason = brief(str(exc)) or type(exc).__name__
-        if "truncated" in reason.lower():
-            reason = "the file is truncated"
-        raise ImageLoadError(f"{name}: corrupt or unreadable image data ({reason})") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageLoadError(f"{name}: {_plain_reason(exc)}") from None
     except MemoryError:
         raise ImageLoadError(f"{name}: not enough memory to decode this image") from None
-    return LoadedImage(rgb, original, fmt, src)
+    return rgb, original, fmt

@@ -21,6 +21,7 @@ from torch import nn
 from . import architectures, catalog, checkpoints, families, weights  # noqa: F401 (families: registers them)
 from .errors import CorruptCacheError, VitDesktopError, WeightsError
 from .preprocess import Preprocessing
+from .safe_files import is_out_of_memory
 
 #: File endings that make a model name a checkpoint path even when no such file exists yet
 #: (so a typo in a path says "no such file" instead of "no model called …").
@@ -67,14 +68,18 @@ def build_entry_module(entry: catalog.ModelEntry, pretrained: bool = True,
     random weights when ``pretrained`` is false."""
     family = architectures.family_for_entry(entry)
     assert family.build_entry is not None  # family_for_entry only returns families that build entries
-    if not pretrained:
-        return family.build_entry(entry, None)
-    if entry.url is None:
+    state = None
+    if pretrained and entry.url is None:
         state = shipped_state(entry)
-    else:
+    elif pretrained:
         fetched = weights.ensure(entry, progress, cancel, allow_download=allow_download)
         state = cached_state(entry, fetched.path)
-    return family.build_entry(entry, state)
+    try:
+        return family.build_entry(entry, state)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+    raise WeightsError(f"not enough memory to build {entry.display_name}")
 
 
 def shipped_state(entry: catalog.ModelEntry) -> architectures.StateDict:

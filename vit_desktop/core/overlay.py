@@ -127,7 +127,8 @@ def render_on_original(image, grid_map: np.ndarray, geom: Geometry, cmap: str = 
 
 
 def save_png(image: Image.Image, path) -> None:
-    """Write ``image`` as PNG; a disk or permission problem becomes one readable line."""
+    """Write ``image`` as PNG at ``path`` (a file the person chose: replaced if it is there);
+    a disk or permission problem becomes one readable line."""
     from .errors import OverlayError
 
     try:
@@ -136,14 +137,60 @@ def save_png(image: Image.Image, path) -> None:
         raise OverlayError(f"could not write the overlay: {exc.strerror or exc}") from None
 
 
-def overlay_path(out_dir, source: str):
-    """``NAME.overlay.png`` in ``out_dir`` for an image, numbered when the name is taken."""
+STEM_BYTES = 100  # longer names are cut here and given a hash of the whole name
+
+
+def overlay_path(out_dir, source: str, n: int = 0):
+    """Candidate ``n`` for an image's overlay in ``out_dir``: ``NAME.overlay.png``, then
+    ``NAME-1.overlay.png``, … A name over :data:`STEM_BYTES` bytes keeps its first bytes and
+    a short hash of the whole name (two long names stay distinct; the file name stays far
+    below the 255-byte limit)."""
+    import hashlib
+    import os
     from pathlib import Path
 
     name = Path(source).stem or "image"
-    target = Path(out_dir) / f"{name}.overlay.png"
-    n = 1
-    while target.exists() and n < 1000:
-        target = Path(out_dir) / f"{name}-{n}.overlay.png"
-        n += 1
-    return target
+    raw = os.fsencode(name)
+    if len(raw) > STEM_BYTES:
+        digest = hashlib.sha256(raw).hexdigest()[:10]
+        kept, size = [], 0
+        for ch in name:  # whole characters only: never half of a UTF-8 sequence
+            size += len(os.fsencode(ch))
+            if size > STEM_BYTES:
+                break
+            kept.append(ch)
+        name = f"{''.join(kept)}~{digest}"
+    return Path(out_dir) / (f"{name}-{n}.overlay.png" if n else f"{name}.overlay.png")
+
+
+def save_new_png(image: Image.Image, out_dir, source: str):
+    """Write ``image`` as PNG under the first free :func:`overlay_path` name in ``out_dir``
+    and return that path.  The file is created new (``O_CREAT|O_EXCL|O_NOFOLLOW``): an
+    existing file, or a link someone planted there, is never written through nor replaced;
+    the next number is tried instead, without limit."""
+    import contextlib
+    import itertools
+    import os
+
+    from .errors import OverlayError
+
+    new_file = (
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    )
+    for n in itertools.count():
+        path = overlay_path(out_dir, source, n)
+        try:
+            fd = os.open(path, new_file, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OverlayError(f"could not write the overlay: {exc.strerror or exc}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                image.save(f, format="PNG")
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # ours (made above), half written
+            raise OverlayError(f"could not write the overlay: {exc.strerror or exc}") from None
+        return path
+    raise AssertionError("unreachable")  # itertools.count() does not end

@@ -14,6 +14,8 @@ every overlay lands on the right pixels whatever the aspect ratio.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,21 @@ _RESAMPLE = {
 }
 
 
+#: The bounds :class:`Preprocessing` accepts: input sides, the resize before the crop, the
+#: smallest standard deviation (a smaller one turns every input into infinities).
+MAX_INPUT_SIDE = 4096
+MAX_RESIZE = 8192
+MIN_STD = 1e-6
+
+
+def _whole(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model wants its input; part of every catalog entry."""
@@ -42,13 +59,39 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("resize_crop", "letterbox"):
-            raise ValueError(f"unknown preprocessing mode {self.mode!r}")
-        if self.interpolation not in _RESAMPLE:
-            raise ValueError(f"unknown interpolation {self.interpolation!r}")
-        h, w = self.input_size
+        # Checked here so that no path (a catalog entry, a checkpoint's settings, a test) can
+        # build one that fails later, one image at a time: a 60,000-px resize, a zero patch.
+        size = self.input_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_whole(v) for v in size)):
+            raise ValueError(f"input size must be two whole numbers (height, width), not {size!r:.40}")
+        h, w = int(size[0]), int(size[1])
+        if not (1 <= h <= MAX_INPUT_SIDE and 1 <= w <= MAX_INPUT_SIDE):
+            raise ValueError(f"input size {w}×{h} px is outside 1…{MAX_INPUT_SIDE} px per side")
+        if not _whole(self.patch_size) or self.patch_size < 1:
+            raise ValueError(f"patch size must be a whole number of at least 1, not {self.patch_size!r:.40}")
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f"input {w}×{h} is not a whole number of {self.patch_size}-px patches")
+        stats = {}
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if not (isinstance(v, (tuple, list)) and len(v) == 3 and all(_finite(x) for x in v)):
+                raise ValueError(f"{key} must be three finite numbers, not {v!r:.40}")
+            stats[key] = tuple(float(x) for x in v)
+        if min(stats["std"]) < MIN_STD:
+            raise ValueError(f"std values must be positive (at least {MIN_STD:g}), not {stats['std']}")
+        if not isinstance(self.mode, str) or self.mode not in ("resize_crop", "letterbox"):
+            raise ValueError(f"unknown preprocessing mode {self.mode!r:.40} (resize_crop or letterbox)")
+        if not isinstance(self.interpolation, str) or self.interpolation not in _RESAMPLE:
+            raise ValueError(f"unknown interpolation {self.interpolation!r:.40} ({', '.join(_RESAMPLE)})")
+        r = self.resize_size
+        if r is not None and not (_whole(r) and min(h, w) <= r <= MAX_RESIZE):
+            raise ValueError(f"resize size {r!r:.40} is outside {min(h, w)}…{MAX_RESIZE} px (input {w}×{h})")
+        object.__setattr__(self, "input_size", (h, w))
+        object.__setattr__(self, "patch_size", int(self.patch_size))
+        object.__setattr__(self, "mean", stats["mean"])
+        object.__setattr__(self, "std", stats["std"])
+        if r is not None:
+            object.__setattr__(self, "resize_size", int(r))
 
     @property
     def patch_grid(self) -> tuple[int, int]:

@@ -7,6 +7,7 @@ so a name with a newline or with bytes that are not UTF-8 reads the same everywh
 from __future__ import annotations
 
 import os
+import re
 
 
 def display(text: str) -> str:
@@ -62,3 +63,35 @@ def one_line(exc: BaseException, limit: int | None = None) -> str:
         reason = " ".join(str(exc).split())
         line = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
     return brief(line, limit) if limit else line
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_URL_PARAM = re.compile(r"([?&#;])([^=&#;]*)=([^&#;]*)")
+#: Query or fragment parameters whose values are secrets (matched inside the name, any case).
+_SECRET_PARAM = re.compile(
+    r"token|key|sig|secret|pass|pwd|auth|credential|session|cookie|jwt|^code$", re.IGNORECASE
+)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials in every URL hidden: the user and password
+    (``https://user:pass@host`` → ``https://***@host``) and the values of query or fragment
+    parameters named like secrets (``?token=``, ``key``, ``sig``, ``password``, …) → ``***``."""
+    if "://" not in text:
+        return text
+    return _URL.sub(_redact_one_url, text)
+
+
+def _redact_one_url(match: re.Match[str]) -> str:
+    url = match.group(0)
+    kept = url.rstrip(".,;:!?)]}")  # punctuation after a URL in a sentence is not part of it
+    scheme, rest = kept.split("://", 1)
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+
+    def hide(p: re.Match[str]) -> str:
+        return f"{p[1]}{p[2]}=***" if p[3] and _SECRET_PARAM.search(p[2]) else p[0]
+
+    return f"{scheme}://{authority}{_URL_PARAM.sub(hide, tail)}{url[len(kept) :]}"

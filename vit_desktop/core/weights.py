@@ -8,23 +8,32 @@
 * Downloads go to a unique ``.partial`` file that is renamed into place only after its
   hash matched; progress is reported as (bytes done, total).  The fetch itself (redirects,
   size cap, stall timeout, a cancel that wakes a stalled read) is :mod:`.http`'s.
+* torchvision publishes only the first 8 hex digits of each file's SHA-256 (32 bits: a
+  file made to match them is within reach).  So the full SHA-256 of every verified file is
+  kept in ``vit-desktop-manifest.json`` in the cache folder, and a cached file is checked
+  against it from then on: one that matches the prefix but not the recorded digest is
+  treated as damaged.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import http as web
-from .catalog import ModelEntry, weights_base_url, with_base_url
+from .catalog import ModelEntry, plain_http_notice, weights_base_url, with_base_url
 from .errors import ChecksumError, CorruptCacheError, DownloadCancelled, OfflineError, WeightsError
 
 Progress = Callable[[int, int | None], None]
@@ -34,6 +43,12 @@ CHUNK = 1 << 20
 CONNECT_TIMEOUT_S = 10.0
 STALL_TIMEOUT_S = 30.0
 DISK_MARGIN = 64 << 20
+MANIFEST = "vit-desktop-manifest.json"  # file name -> full SHA-256 of the verified file
+MANIFEST_MAX_BYTES = 4 << 20
+
+log = logging.getLogger("vit_desktop.weights")
+_manifest_lock = threading.Lock()
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_dir() -> Path:
@@ -105,9 +120,15 @@ def verify_cached(entry: ModelEntry, cancel: Cancel | None = None) -> Path | Non
             digest = sha256_file(path, cancel)
         except OSError as exc:
             raise WeightsError(f"the cached weights {path} cannot be read ({exc.strerror or exc})") from None
-        if hash_matches(digest, entry.sha256):
+        recorded = recorded_sha256(path.name, path.parent)
+        if not hash_matches(digest, entry.sha256):
+            reason = f"its SHA-256 {digest[:12]}… does not match {entry.sha256}"
+        elif recorded is not None and recorded != digest:
+            reason = f"its SHA-256 {digest[:12]}… is not the {recorded[:12]}… recorded in {MANIFEST}"
+        else:
+            if recorded is None:  # a file put there by hand or by torchvision: known from now on
+                record_sha256(path.name, digest, path.parent)
             return path
-        reason = f"its SHA-256 {digest[:12]}… does not match {entry.sha256}"
     try:
         path.unlink()
     except FileNotFoundError:
@@ -164,7 +185,10 @@ def _free_space(folder: Path) -> int | None:
 
 def download(entry: ModelEntry, progress: Progress | None = None, cancel: Cancel | None = None) -> Path:
     """Fetch ``entry``'s weights into the cache; raise a typed error on any failure."""
-    entry = with_base_url(entry, weights_base_url())
+    base = weights_base_url()
+    if notice := plain_http_notice(base):
+        log.warning("%s", notice)
+    entry = with_base_url(entry, base)
     if not entry.url:
         raise WeightsError(f"{entry.display_name} has no download URL")
     if not entry.sha256:
@@ -226,6 +250,75 @@ def _save(
             f"(got {digest[:16]}…, expected {entry.sha256}); nothing was saved"
         )
     os.replace(partial, target)
+    record_sha256(target.name, digest, target.parent)
+
+
+def manifest_path(folder: Path | None = None) -> Path:
+    return (folder or cache_dir()) / MANIFEST
+
+
+def _read_manifest(folder: Path) -> dict[str, dict]:
+    """The manifest's records; an unreadable or malformed manifest counts as empty (it is
+    written anew with the next verified file) and is logged."""
+    path = manifest_path(folder)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MANIFEST_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc.strerror or exc)
+        return {}
+    try:
+        if len(raw) > MANIFEST_MAX_BYTES:
+            raise ValueError("too large")
+        files = json.loads(raw.decode("utf-8"))["files"]
+        if not isinstance(files, dict):
+            raise TypeError("no files")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        log.warning("ignoring the damaged weights manifest %s (%s)", path, exc)
+        return {}
+    return {
+        name: rec
+        for name, rec in files.items()
+        if isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and _SHA256.fullmatch(rec["sha256"])
+    }
+
+
+def recorded_sha256(filename: str, folder: Path | None = None) -> str | None:
+    """The full SHA-256 recorded for ``filename`` when it was verified, if any."""
+    rec = _read_manifest(folder or cache_dir()).get(filename)
+    return rec["sha256"] if rec else None
+
+
+def record_sha256(filename: str, digest: str, folder: Path | None = None) -> bool:
+    """Record ``filename``'s verified full SHA-256 (atomically: a new file renamed over the
+    manifest).  Another process may write the manifest at the same moment, so the record is
+    read back and written again if it was lost.  False (and a log line) when the manifest
+    cannot be written: the file is still used, checked against its published prefix."""
+    folder = folder or cache_dir()
+    target = manifest_path(folder)
+    with _manifest_lock:
+        for _ in range(5):
+            files = _read_manifest(folder)
+            if files.get(filename, {}).get("sha256") == digest:
+                return True
+            files[filename] = {"sha256": digest, "recorded": int(time.time())}
+            tmp = folder / f"{MANIFEST}.{secrets.token_hex(4)}.partial"
+            try:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    json.dump({"version": 1, "files": files}, f, indent=1, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", target, exc.strerror or exc)
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+                return False
+    return _read_manifest(folder).get(filename, {}).get("sha256") == digest
 
 
 def _http_failure(entry: ModelEntry, exc: web.HttpError) -> WeightsError:

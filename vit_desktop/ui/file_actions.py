@@ -100,6 +100,7 @@ class FileActions(QObject):
 
         models = self.win.models
         device = self.win.status.device.text() or None
-        QMessageBox.about(
-            self.win, "About ViT Desktop", about_text(models.model_name or models.model_id, device)
-        )
+        box = QMessageBox(QMessageBox.Icon.Information, "About ViT Desktop",
+                          about_text(models.model_name or models.model_id, device), parent=self.win)  # fmt: skip
+        box.setTextFormat(self.win.plain_text)  # a checkpoint's file name is never markup
+        box.exec()

@@ -10,8 +10,7 @@ from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QListWidget, QListWidgetItem
 
-from ..core.text import display
-from . import render
+from . import plain, render
 from .pixels import THUMB_SIDE as THUMB
 from .session import Item
 
@@ -38,7 +37,7 @@ class Gallery(QListWidget):
     def add(self, item: Item) -> None:
         row = QListWidgetItem(self._blank, item.label)
         row.setData(Qt.ItemDataRole.UserRole, item.row)
-        row.setToolTip(display(str(item.key)))
+        row.setToolTip(plain.tooltip(str(item.key)))
         self.addItem(row)
 
     def row_item(self, item: Item) -> QListWidgetItem:
@@ -66,13 +65,13 @@ class Gallery(QListWidget):
     def error(self, item: Item) -> None:
         row = self.row_item(item)
         row.setText(f"{item.label}\n⚠ error")
-        row.setToolTip(display(item.error or ""))
+        row.setToolTip(plain.tooltip(item.error or ""))
 
     def result(self, item: Item, thumb: np.ndarray | None) -> None:
         row = self.row_item(item)
         top = item.result.top1
-        row.setText(f"{item.label}\n{top.label} {top.prob * 100:.0f}%")
-        row.setToolTip(f"{display(str(item.key))}\n{top.label}: {top.prob * 100:.1f}%")
+        row.setText(f"{item.label}\n{plain.shown(top.label, 40)} {top.prob * 100:.0f}%")
+        row.setToolTip(plain.tooltip(f"{item.key}\n{top.label}: {top.prob * 100:.1f}%"))
         if thumb is not None:
             row.setIcon(self._square_icon(thumb))
 

@@ -7,26 +7,42 @@ import os
 
 from PySide6.QtGui import QGuiApplication
 
-from ..core.paths import iter_image_paths
 from ..core.sources import DataSource, FileSource, WebSource
-from . import transfer
+from . import plain, transfer
+from .walker import Walker
 
 
 class Intake:
     def __init__(self, window) -> None:
         self.win = window
+        self.walker = Walker(window.worker.worker.cancels, window)
+        self.walker.found.connect(self._on_found)
+        self.walker.jobUpdate.connect(window.on_job)
+        self._walks: dict[int, bool] = {}  # walk job → whether it has added an image yet
 
     def add_paths(self, paths: list[str]) -> None:
-        """Files and folders (walked); many files run as a background job."""
+        """Files and folders; folders are walked on a thread of their own and their images
+        arrive in batches (the first one shown); many files run as a background job."""
         win = self.win
         for p in paths:
             win.settings.add_recent(os.path.abspath(p))
         win.fill_recent()
-        files = list(iter_image_paths(paths, recursive=True))
-        if not files:
-            win.status.say("No images found in what was opened", 8000)
+        if any(os.path.isdir(p) for p in paths):
+            self._walks[self.walker.start(paths, win.session.model_generation)] = False
             return
-        win.add([(p, os.path.basename(p), FileSource(p)) for p in files])
+        self._add_files(paths, show=True)
+
+    def _add_files(self, files: list[str], show: bool) -> None:
+        self.win.add([(p, os.path.basename(p), FileSource(p)) for p in files], show=show)
+
+    def _on_found(self, job: int, batch: list, ended: bool) -> None:
+        if job not in self._walks:
+            return
+        if batch:
+            self._add_files(batch, show=not self._walks[job])
+            self._walks[job] = True
+        if ended and not self._walks.pop(job):
+            self.win.status.say("No images found in what was opened", 8000)
 
     def add_image_data(self, image, label: str = "pasted image") -> None:
         key, label = self.win.session.next_pasted(label)
@@ -36,9 +52,12 @@ class Intake:
         """Web links are fetched only after the person agrees (size cap, timeout, in the worker)."""
         from ..core.remote import MAX_BYTES, TIMEOUT_S, host_of
 
-        what = urls[0] if len(urls) == 1 else f"{len(urls)} links from {host_of(urls[0])}"
-        text = (f"Fetch {what} from the web and classify it?\n\nAt most {MAX_BYTES / 1e6:.0f} MB per image, "
-                f"{TIMEOUT_S:.0f} s timeout.")  # fmt: skip
+        # The host alone (a link's path or query may hold anything, a fake host included).
+        hosts = sorted({host_of(u) for u in urls})
+        what = "an image" if len(urls) == 1 else f"{len(urls)} images"
+        text = (f"Fetch {what} from {', '.join(plain.shown(h, 80) for h in hosts[:3])}"
+                f"{' and other sites' if len(hosts) > 3 else ''} and classify {'it' if len(urls) == 1 else 'them'}?"
+                f"\n\nAt most {MAX_BYTES / 1e6:.0f} MB per image, {TIMEOUT_S:.0f} s timeout.")  # fmt: skip
         if not self.win.ask("Fetch from the web", text):
             self.win.status.say("Nothing was fetched", 4000)
             return

@@ -19,6 +19,7 @@ class JobKind(enum.Enum):
     DOWNLOAD = "download"
     FETCH = "fetch"
     FOLDER = "folder"
+    WALK = "walk"
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,7 @@ class MainWindow(QMainWindow):
         w.notice.connect(self._on_notice)
         w.resultReady.connect(self._on_result)
         w.failed.connect(self._on_failed)
-        w.jobUpdate.connect(self._on_job)
+        w.jobUpdate.connect(self.on_job)
 
     # -- for tests, the screenshot and single-instance: the window's state in a few words --
     @property
@@ -190,14 +190,19 @@ class MainWindow(QMainWindow):
         return box.exec() == QMessageBox.StandardButton.Yes
 
     # -- images in, work out -------------------------------------------------------------
-    def add(self, entries: list) -> None:
-        """New images: a gallery row each, the first shown, all of them run."""
-        created, keys = self.session.add(entries)
+    def add(self, entries: list, show: bool = True) -> None:
+        """New images: a gallery row each, all of them run; the first is shown when ``show``
+        (a folder's later batches do not take the screen from the image on it)."""
+        show = show or self.session.current is None
+        created, keys = self.session.add(entries, make_current=show)
+        if not keys:
+            return
         for item in created:
             self.gallery.add(item)
         for key in keys:
             self.gallery.pending(self.items[key])
-        self.gallery.select(self.items[keys[0]])  # shows it, asks for it in full
+        if show:
+            self.gallery.select(self.items[keys[0]])  # shows it, asks for it in full
         self.submit(keys)
 
     def submit(self, keys: list) -> None:
@@ -282,7 +287,7 @@ class MainWindow(QMainWindow):
         self.status.set_device(device, self.models.fast_action.isChecked())
 
     # -- long work: progress and cancel ------------------------------------------------------
-    def _on_job(self, u: JobUpdate) -> None:
+    def on_job(self, u: JobUpdate) -> None:
         if u.kind is JobKind.FOLDER and self.session.stale(u.generation):
             return  # a run for a model that has been replaced; the new model runs everything
         self.status.update(u)

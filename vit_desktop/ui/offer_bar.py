@@ -3,7 +3,7 @@ started on the demo model because ViT-B/16's weights are not on disk."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton
 
 
@@ -17,6 +17,7 @@ class OfferBar(QFrame):
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setStyleSheet("#offerBar { background: palette(alternate-base); }")
         self.label = QLabel()
+        self.label.setTextFormat(Qt.TextFormat.PlainText)
         self.label.setWordWrap(True)
         self.button = QPushButton("Download")
         self.button.clicked.connect(self.accepted)

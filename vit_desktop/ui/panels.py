@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from ..core import defaults, maps
 from ..core.overlay import COLORMAPS
 from ..core.results import ClassificationResult
+from . import plain
 
 MAP_KINDS = (("cls", "CLS attention"), ("fused", "Fused heads"), ("rollout", "Attention rollout"))
 
@@ -67,7 +68,7 @@ class PredictionsPanel(QWidget):
         """Rows are made once and reused: nothing is created or deleted per result."""
         rows = self.labels()
         while len(self._row_widgets) < len(rows):
-            name = QLabel()
+            name = plain.label()
             name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             bar = QProgressBar()
             bar.setRange(0, 1000)
@@ -80,10 +81,11 @@ class PredictionsPanel(QWidget):
         for r, (name, bar) in enumerate(self._row_widgets):
             if r < len(rows):
                 label, prob = rows[r]
-                name.setText(label)
+                name.setText(plain.shown(label))
+                name.setToolTip(plain.tooltip(label))
                 bar.setValue(int(round(prob * 1000)))
                 bar.setFormat(f"{prob * 100:.1f}%")
-                bar.setAccessibleName(f"{label}: {prob * 100:.1f}%")
+                bar.setAccessibleName(f"{plain.shown(label)}: {prob * 100:.1f}%")
             name.setVisible(r < len(rows))
             bar.setVisible(r < len(rows))
 

@@ -68,9 +68,10 @@ class Session:
     _detailed_order: list[Hashable] = field(default_factory=list)  # most recently shown last
 
     # -- adding images ---------------------------------------------------------------------
-    def add(self, entries: list[tuple[Hashable, str, Source]]) -> tuple[list[Item], list[Hashable]]:
+    def add(self, entries: list[tuple[Hashable, str, Source]],
+            make_current: bool = True) -> tuple[list[Item], list[Hashable]]:  # fmt: skip
         """Add (or reset, when already there) images; returns (the new items, every key
-        added) — the first becomes the current image."""
+        added) — the first becomes the current image when ``make_current``."""
         created, keys = [], []
         for key, label, source in entries:
             item = self.items.get(key)
@@ -81,7 +82,7 @@ class Session:
                 created.append(item)
             item.result, item.error, item.detailed, item.detail_gen = None, None, False, -1
             keys.append(key)
-        if keys:
+        if keys and (make_current or self.current is None):
             self.current = keys[0]
         return created, keys
 

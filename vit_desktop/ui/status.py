@@ -7,6 +7,7 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
 
 from ..core.text import display
+from . import plain
 from .jobs import JobKind, JobUpdate
 
 
@@ -15,10 +16,10 @@ class StatusPanel:
 
     def __init__(self, bar: QStatusBar, cancel) -> None:
         self.bar = bar
-        self.model = QLabel("Starting…")
+        self.model = plain.label("Starting…")  # a checkpoint's file name: plain text
         self.device = QLabel("")
         self.time = QLabel("")
-        self.job = QLabel("")
+        self.job = plain.label("")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(False)

@@ -21,9 +21,12 @@ from torch import nn
 from ..architectures import (
     Built,
     StateDict,
+    config_flag,
+    config_number,
     heads_for,
     load_exactly,
     register_module,
+    require_fits,
     require_positive,
     square_grid,
     tensor_of_rank,
@@ -54,7 +57,7 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
         int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)) and state[key].ndim == 4
     )
     stem = tuple(int(state[f"patch_embed.stem.{i}.weight"].shape[0]) for i in stem_idx)
-    strides = tuple(int(v) for v in config.get("stem_strides", ())) or (2,) * len(stem)
+    strides = _stem_strides(config, name) or (2,) * len(stem)
     if len(strides) != len(stem):
         raise CheckpointError(
             f"{name}: its config gives {len(strides)} stem strides for {len(stem)} stem convolutions"
@@ -75,22 +78,29 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
         raise CheckpointError(f"{name}: missing mlp_head.weight (the classification head)")
     require_positive(name, classes=int(head_w.shape[0]), stem_strides=min(strides, default=1))
     linear1 = state.get("transformer.layers.0.linear1.weight")
+    classes, depth = int(head_w.shape[0]), 1 + max(layers)
+    mlp_dim = int(linear1.shape[0]) if linear1 is not None else 4 * width
+    # The weight matrices alone (biases and norms add a little): checked before allocating.
+    chans = (3, *stem)
+    matrices = (sum(9 * a * b for a, b in zip(chans, chans[1:])) + chans[-1] * k * k * width
+                + (grid * grid + 2) * width + depth * (4 * width + 2 * mlp_dim) * width + classes * width)  # fmt: skip
+    require_fits(name, matrices, state)
     cfg = MiniViTConfig(
         image_size=grid * patch,
         patch_size=patch,
-        num_classes=int(head_w.shape[0]),
+        num_classes=classes,
         embed_dim=width,
-        depth=1 + max(layers),
+        depth=depth,
         num_heads=heads_for(width, config, name),
-        mlp_dim=int(linear1.shape[0]) if linear1 is not None else 4 * width,
+        mlp_dim=mlp_dim,
         # The tutorial's nn.TransformerEncoderLayer is post-norm unless told otherwise.
-        norm_first=bool(config.get("norm_first", False)),
+        norm_first=config_flag(config, "norm_first", False, name),
         final_norm="transformer.norm.weight" in state,
         head_norm=head_norm,
         stem_channels=stem,
         stem_strides=strides if config.get("stem_strides") else (),
-        input_norm=bool(config.get("input_norm", False)),
-        layer_norm_eps=float(config.get("layer_norm_eps", 1e-5)),
+        input_norm=config_flag(config, "input_norm", False, name),
+        layer_norm_eps=config_number(config, "layer_norm_eps", 1e-5, 1e-12, 1.0, name),
     )
     try:
         model = MiniViT(cfg)
@@ -98,6 +108,16 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
         raise CheckpointError(f"{name}: {exc}") from None
     load_exactly(model, state, name)
     return Built(model, (cfg.image_size, cfg.image_size), patch)
+
+
+def _stem_strides(config: Mapping[str, Any], name: str) -> tuple[int, ...]:
+    """``stem_strides`` from the config: a list of whole numbers from 1 to 16 (or none)."""
+    value = config.get("stem_strides", [])
+    if not (isinstance(value, list) and all(type(v) is int and 1 <= v <= 16 for v in value)):
+        raise CheckpointError(
+            f"{name}: stem_strides must be a list of whole numbers from 1 to 16, not {value!r:.40}"
+        )
+    return tuple(value)
 
 
 def num_classes(module: nn.Module) -> int:

@@ -25,6 +25,7 @@ from ..architectures import (
     StateDict,
     heads_for,
     register_module,
+    require_fits,
     require_positive,
     square_grid,
     tensor_of_rank,
@@ -70,15 +71,21 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
     rep = state.get("heads.pre_logits.weight")
     require_positive(name, classes=int(head.shape[0]), mlp_width=mlp_dim,
                      representation_size=int(rep.shape[0]) if rep is not None else 1)  # fmt: skip
+    classes, rep_size = int(head.shape[0]), int(rep.shape[0]) if rep is not None else 0
+    # The weight matrices alone (biases and norms add a little): checked before allocating.
+    matrices = (3 * patch * patch * width + (grid * grid + 1) * width + depth * (4 * width + 2 * mlp_dim) * width
+                + (rep_size * width + rep_size * classes if rep_size else width * classes))  # fmt: skip
+    require_fits(name, matrices, state)
+    heads = heads_for(width, config, name)
     model = VisionTransformer(
         image_size=image_size,
         patch_size=patch,
         num_layers=depth,
-        num_heads=heads_for(width, config, name),
+        num_heads=heads,
         hidden_dim=width,
         mlp_dim=mlp_dim,
-        num_classes=int(head.shape[0]),
-        representation_size=int(rep.shape[0]) if rep is not None else None,
+        num_classes=classes,
+        representation_size=rep_size or None,
     )
     # torchvision renames old "mlp.linear_1" keys itself in _load_from_state_dict.
     try:
