@@ -212,3 +212,23 @@ def weights_entry(url: str, sha: str = DIGEST, filename: str = "test-weights-000
         id="test-model", display_name="Test model", group="Test", architecture="torchvision:vit_b_16",
         params=1, preprocessing=pre, labels=("a", "b"), url=url, sha256=sha, filename=filename,
     )  # fmt: skip
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+def small_torchvision_vit(**kw):
+    """A small torchvision VisionTransformer with a non-zero random head (torchvision's is
+    all zeros, which would make logit comparisons vacuous), in eval mode."""
+    import torch
+    from torch import nn
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    args = dict(
+        image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=96, num_classes=7
+    )
+    args.update(kw)
+    m = VisionTransformer(**args)
+    nn.init.normal_(m.heads.head.weight, std=0.3)
+    return m.eval()

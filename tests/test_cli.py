@@ -225,7 +225,7 @@ def test_undecodable_name_that_fails_is_reported_not_fatal(tmp_path):
 def test_checkpoint_with_a_labels_file(folder, tmp_path):
     import torch
 
-    from tests.core.test_checkpoints import _tv
+    from tests.helpers import small_torchvision_vit as _tv
 
     torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
     names = tmp_path / "names.txt"
@@ -337,7 +337,7 @@ def test_a_labels_pipe_is_refused_at_once_not_waited_on(folder, tmp_path):
     """A FIFO as NAME.labels.txt (or given with --labels) used to block the run forever."""
     import torch
 
-    from tests.core.test_checkpoints import _tv
+    from tests.helpers import small_torchvision_vit as _tv
 
     torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
     os.mkfifo(tmp_path / "net.labels.txt")

@@ -10,22 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-from torchvision.models.vision_transformer import VisionTransformer
 
+from tests.helpers import small_torchvision_vit as _tv
 from vit_desktop.core.checkpoints import load_checkpoint
 from vit_desktop.core.classifier import load_classifier
 from vit_desktop.core.errors import CheckpointError
-
-
-def _tv(**kw) -> VisionTransformer:
-    torch.manual_seed(0)
-    args = dict(
-        image_size=64, patch_size=16, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=96, num_classes=7
-    )
-    args.update(kw)
-    m = VisionTransformer(**args)
-    nn.init.normal_(m.heads.head.weight, std=0.3)
-    return m.eval()
 
 
 def _same_outputs(a: nn.Module, b: nn.Module, size: int) -> None:

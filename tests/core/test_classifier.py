@@ -77,7 +77,7 @@ def test_cuda_request_works_or_is_a_clear_error():
 def _tiny_classifier(scale_in_proj: float = 1.0, nan_head: bool = False):
     import torch
 
-    from tests.core.test_checkpoints import _tv
+    from tests.helpers import small_torchvision_vit as _tv
     from vit_desktop.core.classifier import Classifier
     from vit_desktop.core.preprocess import Preprocessing
 

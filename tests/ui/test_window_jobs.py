@@ -463,7 +463,7 @@ def test_fast_mode_toggle_recomputes_and_persists(qtbot, make_window, tmp_path):
 def test_checkpoint_with_a_chosen_labels_file(qtbot, make_window, tmp_path):
     import torch
 
-    from tests.core.test_checkpoints import _tv
+    from tests.helpers import small_torchvision_vit as _tv
 
     torch.save(_tv(hidden_dim=192, num_heads=3, num_classes=3).state_dict(), tmp_path / "net.pth")
     names = tmp_path / "names.txt"
