@@ -332,4 +332,7 @@ def keep_terminal_for_our_lines() -> bool:
         _router.thread.start()
         watch_decodes(_router.decode_event)
         atexit.register(_router.close)
+        import faulthandler
+
+        faulthandler.enable(file=ours)  # a hard crash still reaches the terminal, not a dying pipe
         return True

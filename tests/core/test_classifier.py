@@ -109,3 +109,22 @@ def test_a_model_whose_output_is_nan_fails_that_image_in_one_line():
     (res,) = _tiny_classifier(nan_head=True).classify(img)
     assert isinstance(res, ImageFailure) and "not a number" in res.error and "\n" not in res.error
     assert "error" in res.to_dict()
+
+
+def test_closing_a_folder_run_starts_no_more_decodes(tmp_path):
+    """Cancel, a model switch or closing the window closes the run: decodes queued ahead
+    are dropped, not run to the end."""
+    from PIL import Image
+
+    from vit_desktop.core.classifier import load_classifier
+
+    clf = load_classifier("demo-shapes", device="cpu")
+    paths = []
+    for i in range(200):
+        paths.append(str(tmp_path / f"{i:03d}.png"))
+        Image.new("RGB", (1200, 900), (i, 50, 50)).save(paths[-1])
+    decoded = []
+    it = clf.iter_classify(paths, batch_size=2, workers=1, on_decoded=lambda loaded: decoded.append(1))
+    next(it)
+    it.close()
+    assert len(decoded) < 20  # at most the few under way when it closed, never all 200

@@ -236,3 +236,10 @@ def test_status_and_refused_connection(server):
     with pytest.raises(web.ConnectFailed) as refused:
         web.fetch_bytes(f"http://127.0.0.1:{port}/x")
     assert not refused.value.protocol and not refused.value.timed_out
+
+
+def test_a_bracketed_ipv6_link_without_a_port_is_a_clean_error():
+    # http.client, given no port, would parse "fe80::abcd" again as host:port.
+    for url in ("http://[fe80::abcd]/x.png", "http://[::1]/x.png"):
+        with pytest.raises(web.HttpError):
+            web.fetch_bytes(url, connect_s=0.5, deadline_s=2)

@@ -175,3 +175,27 @@ def test_every_catalog_preprocessing_is_within_the_bounds():
     big = Preprocessing(input_size=(4096, 4096), patch_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
                         resize_size=8192)  # fmt: skip
     assert big.patch_grid == (256, 256)
+
+
+def test_an_extreme_strip_is_resized_only_where_the_crop_keeps_it():
+    """A 2×3000 strip would resize to 256×384,000 px before a 224 crop: the crop's part alone
+    is resized, with the same pixels and geometry as resizing everything (checked here) —
+    and a 1×60,000 one (gigabytes the other way) prepares at once."""
+    from PIL import Image
+
+    from vit_desktop.core.preprocess import HUGE_RESIZE, Preprocessing, prepare
+
+    pre = Preprocessing(input_size=(224, 224), patch_size=16, mean=(0.5,) * 3, std=(0.25,) * 3,
+                        mode="resize_crop", resize_size=256, interpolation="bilinear")  # fmt: skip
+    rng = np.random.default_rng(0)
+    strip = Image.fromarray(rng.integers(0, 256, (3000, 2, 3), dtype=np.uint8))
+    rw, rh = pre.resized_size(strip.size)
+    assert rw * rh > HUGE_RESIZE * 224 * 224
+    x, geom = prepare(strip, pre)
+    ox, oy = geom.offset
+    full = np.asarray(strip.resize((rw, rh), Image.Resampling.BILINEAR))[oy : oy + 224, ox : ox + 224]
+    ref = (full.astype(np.float32) / 255 - 0.5) / 0.25
+    np.testing.assert_allclose(x.transpose(1, 2, 0), ref, atol=2 / 255 / 0.25)
+    bomb = Image.new("RGB", (1, 60_000), (200, 10, 10))
+    x, geom = prepare(bomb, pre)
+    assert x.shape == (3, 224, 224) and geom.original_size == (1, 60_000)

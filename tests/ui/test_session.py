@@ -143,3 +143,25 @@ def test_export_records_keep_gallery_order_and_names_that_are_not_utf8():
     assert [r["path"] for r in rows] == [odd, "/pics/b.png"]  # c has not finished
     assert rows[1] == {"path": "/pics/b.png", "error": "b.png: broken"}
     assert s.items[odd].label == "café" and not s.idle()
+
+
+def test_an_image_that_fails_with_a_new_model_shows_no_old_answer():
+    s = Session()
+    old = s.next_generation()
+    s.model_loaded()
+    (key,) = _files(s, 1)
+    s.accept(old, key, _result(key), detailed=True)
+    new = s.next_generation()
+    s.model_loaded()
+    s.fail(new, key, "a.png: the model's output is not a number")
+    assert s.items[key].result is None and list(s.records()) == [{"path": key, "error": s.items[key].error}]
+
+
+def test_a_cancel_pressed_before_the_worker_starts_a_job_still_cancels_it():
+    from vit_desktop.ui.jobs import Cancels, Job, JobKind
+
+    cancels, sent = Cancels(), []
+    asked = cancels.check()  # the window asks for a folder run…
+    cancels.press()  # …the person presses Cancel while the worker is still busy…
+    job = Job(JobKind.FOLDER, 1, cancels, sent.append, 7, asked)  # …then the worker starts it
+    assert job.cancelled() and not Job(JobKind.FOLDER, 1, cancels, sent.append).cancelled()

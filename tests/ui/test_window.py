@@ -204,8 +204,8 @@ def test_export_results_and_overlay_at_full_resolution(qtbot, window, tmp_path):
 
 
 def test_export_keeps_names_that_are_not_utf8(qtbot, window, tmp_path):
-    """File › Export Results writes a Latin-1 file name as the command line does (\\xNN), in
-    JSON lines and CSV, instead of failing on it."""
+    """File › Export Results writes a Latin-1 file name as the command line does (\\udcNN),
+    in JSON lines and CSV, instead of failing on it."""
     import csv
     import json
     import os
@@ -216,7 +216,7 @@ def test_export_keeps_names_that_are_not_utf8(qtbot, window, tmp_path):
     name = os.fsdecode(odd)  # holds a surrogate escape for the byte 0xE9
     window.add_paths([name])
     assert _wait_result(qtbot, window, name).result is not None
-    shown = f"{tmp_path}/caf\\xe9 star.png"
+    shown = f"{tmp_path}/caf\\udce9 star.png"
     window.files.write_results(str(tmp_path / "r.json"))
     (row,) = [json.loads(line) for line in (tmp_path / "r.json").read_text(encoding="utf-8").splitlines()]
     assert row["path"] == shown and row["top_k"][0]["label"] == "star"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -562,3 +563,31 @@ def test_large_jpeg_is_shown_through_a_reduced_decode_with_full_size_geometry(qt
     x, y = item.result.attention_peak
     left, top, right, bottom = s.bbox
     assert left - 500 <= x <= right + 500 and top - 500 <= y <= bottom + 500
+
+
+def test_cancel_pressed_while_the_worker_is_busy_cancels_the_folder_run(qtbot, make_window, tmp_path):
+    """The person presses Cancel as soon as "Classifying…" shows, before the worker (busy with
+    something else) has started the run: the run is cancelled all the same."""
+    from PySide6.QtCore import QObject, Signal, Slot
+
+    win = make_window()
+
+    class Busy(QObject):
+        go = Signal()
+
+        @Slot()
+        def block(self) -> None:
+            time.sleep(1.5)
+
+    busy = Busy()
+    busy.moveToThread(win.worker.thread)
+    busy.go.connect(busy.block)
+    folder, _ = _folder(tmp_path, 60, size=(160, 120))
+    busy.go.emit()  # the worker thread is busy for 1.5 s from now
+    with qtbot.waitSignal(win.jobDone, timeout=60_000) as done:
+        win.add_paths([str(folder)])
+        qtbot.waitUntil(lambda: win.status.running(JobKind.FOLDER), timeout=30_000)
+        win.status.cancel_button.click()
+    assert done.args == [True]
+    worker_barrier(qtbot, win)
+    assert _classified(win) <= 1  # at most the image on screen, asked for on its own

@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .defaults import DEFAULT_IMAGENET_ID, DEMO_ID  # noqa: F401 (re-exported: defined once, torch-free)
 from .errors import ModelNotFoundError
 from .preprocess import Preprocessing
 
 #: torchvision builders whose weights we list, in menu order.
 TORCHVISION_VITS: tuple[str, ...] = ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")
-DEMO_ID = "demo-shapes"
-DEFAULT_IMAGENET_ID = "vit-b-16"
 
 _WEIGHT_SUFFIX = {
     "IMAGENET1K_V1": ("", "ImageNet-1k"),

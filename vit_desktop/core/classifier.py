@@ -274,24 +274,26 @@ class Classifier:
                         return
                     pending.append((item, pool.submit(self.prepare, item, None, on_decoded)))
 
-            fill()
-            while pending:
-                if cancel is not None and cancel():
-                    for _, fut in pending:
-                        fut.cancel()
-                    return
-                chunk, pending[:] = pending[:batch_size], pending[batch_size:]
+            try:
                 fill()
-                done: list[Prepared | ImageFailure] = []
-                for item, fut in chunk:
-                    try:
-                        done.append(fut.result())
-                    except (ImageLoadError, MemoryError) as exc:
-                        done.append(_failure(item, exc))
-                good = [p for p in done if isinstance(p, Prepared)]
-                results = iter(self._results(good, mode, top_k) if good else [])
-                for p in done:
-                    yield next(results) if isinstance(p, Prepared) else p
+                while pending:
+                    if cancel is not None and cancel():
+                        return
+                    chunk, pending[:] = pending[:batch_size], pending[batch_size:]
+                    fill()
+                    done: list[Prepared | ImageFailure] = []
+                    for item, fut in chunk:
+                        try:
+                            done.append(fut.result())
+                        except (ImageLoadError, MemoryError) as exc:
+                            done.append(_failure(item, exc))
+                    good = [p for p in done if isinstance(p, Prepared)]
+                    results = iter(self._results(good, mode, top_k) if good else [])
+                    for p in done:
+                        yield next(results) if isinstance(p, Prepared) else p
+            finally:  # cancelled, closed or failed: decodes not started yet never start
+                for _, fut in pending:
+                    fut.cancel()
 
 
 def _failure(item: ImageInput, exc: Exception) -> ImageFailure:

@@ -27,6 +27,8 @@ def record(obj: dict) -> dict:
     out["path"] = json_safe(str(out["path"]))
     if "error" in out:
         out["error"] = json_safe(str(out["error"]))
+    if "top_k" in out:  # a label file may hold lone surrogates too
+        out["top_k"] = [{**p, "label": json_safe(str(p["label"]))} for p in out["top_k"]]
     return out
 
 

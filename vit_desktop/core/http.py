@@ -372,12 +372,14 @@ def _request(
     guard.check()
     remaining = guard.remaining()
     timeout = connect_s if remaining is None else max(0.01, min(connect_s, remaining))
+    # An explicit port always: given None, http.client would read "::1" as "host:port".
+    port = target.port or (443 if target.scheme == "https" else 80)
     if target.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            target.host, target.port, timeout=timeout, context=ssl.create_default_context()
+            target.host, port, timeout=timeout, context=ssl.create_default_context()
         )
     else:
-        conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        conn = http.client.HTTPConnection(target.host, port, timeout=timeout)
     guard.conn = conn
     try:
         conn.connect()

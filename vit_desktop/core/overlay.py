@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .defaults import OVERLAY_CMAP, OVERLAY_OPACITY
 from .preprocess import Geometry
 
 # Control points of the colour maps (sampled from matplotlib's definitions), 0 → 1.
@@ -86,8 +87,8 @@ def map_to_image(grid_map: np.ndarray, geom: Geometry, size: tuple[int, int] | N
     return out
 
 
-def blend(image: Image.Image, grid_map: np.ndarray, geom: Geometry, cmap: str = "inferno",
-          opacity: float = 0.55, dim_unseen: float = 0.5, band: int = 256) -> Image.Image:  # fmt: skip
+def blend(image: Image.Image, grid_map: np.ndarray, geom: Geometry, cmap: str = OVERLAY_CMAP,
+          opacity: float = OVERLAY_OPACITY, dim_unseen: float = 0.5, band: int = 256) -> Image.Image:  # fmt: skip
     """The heat map over ``image`` at the image's own resolution (for saving).
 
     Drawn in bands of ``band`` rows so a 24 MP photo needs tens of MB, not gigabytes."""
@@ -109,8 +110,8 @@ def blend(image: Image.Image, grid_map: np.ndarray, geom: Geometry, cmap: str = 
     return Image.fromarray(out, "RGB")
 
 
-def render_on_original(image, grid_map: np.ndarray, geom: Geometry, cmap: str = "inferno",
-                       opacity: float = 0.55, max_pixels: int | None = None) -> Image.Image:  # fmt: skip
+def render_on_original(image, grid_map: np.ndarray, geom: Geometry, cmap: str = OVERLAY_CMAP,
+                       opacity: float = OVERLAY_OPACITY, max_pixels: int | None = None) -> Image.Image:  # fmt: skip
     """The overlay at the image's own resolution, for saving: ``image`` is a PIL image or a
     file's path (decoded here at full size, with the loader's checks).  Raises
     :class:`~vit_desktop.core.errors.VitDesktopError` subclasses only."""

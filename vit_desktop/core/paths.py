@@ -8,26 +8,32 @@ inside folders only image names are taken, sorted, and a symlink loop is never f
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .images import is_image_path
 
 
-def iter_image_paths(paths: Sequence[str], recursive: bool = True) -> Iterator[str]:
+def iter_image_paths(paths: Sequence[str], recursive: bool = True,
+                     cancel: Callable[[], bool] | None = None) -> Iterator[str]:  # fmt: skip
     """Files as given and the images inside folders (walked into sub-folders when
-    ``recursive``), streamed: a folder of millions is never held in one list."""
+    ``recursive``), streamed: a folder of millions is never held in one list.  ``cancel``
+    is checked before each folder is read (a tree with few images stops promptly too)."""
     for raw in paths:
+        if cancel is not None and cancel():
+            return
         if Path(raw).is_dir():
-            yield from _walk(Path(raw), recursive)
+            yield from _walk(Path(raw), recursive, cancel)
         else:
             yield raw
 
 
-def _walk(root: Path, recursive: bool) -> Iterator[str]:
+def _walk(root: Path, recursive: bool, cancel: Callable[[], bool] | None = None) -> Iterator[str]:
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
+        if cancel is not None and cancel():
+            return
         folder = stack.pop()
         try:
             st = folder.stat()

@@ -182,6 +182,28 @@ class Geometry:
         return None
 
 
+def _window(arr8: np.ndarray, pre: Preprocessing, offset: tuple[int, int], size: tuple[int, int],
+            exact_fit: bool) -> np.ndarray:  # fmt: skip
+    """The model's input window over the resized image: a crop, or padding at the mean."""
+    if exact_fit:
+        return arr8
+    (ox, oy), (in_w, in_h) = offset, size
+    rh, rw = arr8.shape[:2]
+    fill = np.clip(np.round(np.asarray(pre.mean) * 255.0), 0, 255).astype(np.uint8)
+    canvas = np.empty((in_h, in_w, 3), np.uint8)
+    canvas[:] = fill
+    # Intersection of the resized image with the input window.
+    sx0, sy0 = max(ox, 0), max(oy, 0)
+    sx1, sy1 = min(ox + in_w, rw), min(oy + in_h, rh)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = arr8[sy0:sy1, sx0:sx1]
+    return canvas
+
+
+#: Resized sizes beyond this many input areas are resized only where the crop keeps them.
+HUGE_RESIZE = 64
+
+
 def prepare(
     image: Image.Image,
     pre: Preprocessing,
@@ -201,20 +223,18 @@ def prepare(
         ox, oy = -((in_w - rw) // 2), -((in_h - rh) // 2)
     else:
         ox, oy = int(round((rw - in_w) / 2.0)), int(round((rh - in_h) / 2.0))
-    resized = image if image.size == (rw, rh) else image.resize((rw, rh), _RESAMPLE[pre.interpolation])
-    arr8 = np.asarray(resized)
     exact_fit = (ox, oy) == (0, 0) and (rw, rh) == (in_w, in_h)
-    if exact_fit:
-        canvas = arr8
+    inside = ox >= 0 and oy >= 0 and ox + in_w <= rw and oy + in_h <= rh
+    if pre.mode != "letterbox" and inside and rw * rh > HUGE_RESIZE * in_w * in_h:
+        # An extreme aspect ratio (a 1×60,000 strip) would resize to gigabytes before the
+        # crop: resize only the part the crop keeps; the geometry is the same.
+        fx, fy = image.width / rw, image.height / rh
+        box = (ox * fx, oy * fy, (ox + in_w) * fx, (oy + in_h) * fy)
+        canvas = np.asarray(image.resize((in_w, in_h), _RESAMPLE[pre.interpolation], box=box))
+        exact_fit = True
     else:
-        fill = np.clip(np.round(np.asarray(pre.mean) * 255.0), 0, 255).astype(np.uint8)
-        canvas = np.empty((in_h, in_w, 3), np.uint8)
-        canvas[:] = fill
-        # Intersection of the resized image with the input window.
-        sx0, sy0 = max(ox, 0), max(oy, 0)
-        sx1, sy1 = min(ox + in_w, rw), min(oy + in_h, rh)
-        if sx1 > sx0 and sy1 > sy0:
-            canvas[sy0 - oy : sy1 - oy, sx0 - ox : sx1 - ox] = arr8[sy0:sy1, sx0:sx1]
+        resized = image if image.size == (rw, rh) else image.resize((rw, rh), _RESAMPLE[pre.interpolation])
+        canvas = _window(np.asarray(resized), pre, (ox, oy), (in_w, in_h), exact_fit)
     x = canvas.astype(np.float32) * (1.0 / 255.0)
     x -= np.asarray(pre.mean, np.float32)
     x /= np.asarray(pre.std, np.float32)

@@ -63,7 +63,6 @@ def fetch_image(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = TIMEOU
             os.unlink(tmp)
         except OSError:
             pass
-    loaded.image.load()
     return LoadedImage(loaded.image, loaded.original_size, loaded.format, url)
 
 

@@ -37,13 +37,10 @@ def short_name(path: str | os.PathLike[str], limit: int = 80) -> str:
 
 
 def json_safe(text: str) -> str:
-    """A string that JSON and UTF-8 files can hold: bytes of a file name that are not UTF-8
-    (kept by Python as surrogate escapes) become ``\\xNN`` escapes — the same as on screen —
-    instead of making the writer raise; any other lone surrogate becomes ``\\uXXXX``."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """A string that JSON and UTF-8 files can hold: a lone surrogate (a byte of a file name
+    that is not UTF-8, kept by Python as a surrogate escape) becomes a ``\\udcNN`` escape
+    instead of making the writer raise — the form the command line has always written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def brief(text: str, limit: int = 160) -> str:

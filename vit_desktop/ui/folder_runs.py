@@ -64,10 +64,10 @@ class FolderRuns(QObject):
             if isinstance(m, nn.MultiheadAttention):
                 m.register_forward_pre_hook(check)
 
-    def add(self, generation: int, keys: list, job_id: int) -> None:
+    def add(self, generation: int, keys: list, job_id: int, cancelled=None) -> None:
         if not self.runs:
             self.done = self.total = 0
-        job = self.worker.job(JobKind.FOLDER, generation, job_id)
+        job = self.worker.job(JobKind.FOLDER, generation, job_id, cancelled)
         self.runs.append(_Run(job, list(keys), queued_at=self.worker.full_runs))
         self.total += len(keys)
         if not self.stepping:

@@ -18,7 +18,7 @@ class Intake:
         self.walker = Walker(window.worker.worker.cancels, window)
         self.walker.found.connect(self._on_found)
         self.walker.jobUpdate.connect(window.on_job)
-        self._walks: dict[int, bool] = {}  # walk job → whether it has added an image yet
+        self._walks: dict[int, tuple[bool, object]] = {}  # walk job → (added an image yet?, its cancel check)
 
     def add_paths(self, paths: list[str]) -> None:
         """Files and folders; folders are walked on a thread of their own and their images
@@ -28,7 +28,8 @@ class Intake:
             win.settings.add_recent(os.path.abspath(p))
         win.fill_recent()
         if any(os.path.isdir(p) for p in paths):
-            self._walks[self.walker.start(paths, win.session.model_generation)] = False
+            job = self.walker.start(paths, win.session.model_generation)
+            self._walks[job.state.job] = (False, job.cancelled)
             return
         self._add_files(paths, show=True)
 
@@ -38,11 +39,14 @@ class Intake:
     def _on_found(self, job: int, batch: list, ended: bool) -> None:
         if job not in self._walks:
             return
-        if batch:
-            self._add_files(batch, show=not self._walks[job])
-            self._walks[job] = True
-        if ended and not self._walks.pop(job):
-            self.win.status.say("No images found in what was opened", 8000)
+        added, cancelled = self._walks[job]
+        if batch and not cancelled():  # batches already on their way when Cancel was pressed are dropped
+            self._add_files(batch, show=not added)
+            self._walks[job] = (True, cancelled)
+        if ended:
+            added, _ = self._walks.pop(job)
+            if not added and not cancelled():
+                self.win.status.say("No images found in what was opened", 8000)
 
     def add_image_data(self, image, label: str = "pasted image") -> None:
         key, label = self.win.session.next_pasted(label)

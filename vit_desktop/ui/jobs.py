@@ -72,9 +72,11 @@ class Job:
     """One piece of long work; ``emit`` is the worker's ``jobUpdate`` signal's emit."""
 
     def __init__(self, kind: JobKind, generation: int, cancels: Cancels, emit: Callable[[JobUpdate], None],
-                 job_id: int | None = None) -> None:  # fmt: skip
+                 job_id: int | None = None, cancelled: Callable[[], bool] | None = None) -> None:  # fmt: skip
+        """``cancelled``: the cancel check taken when the job was asked for (a press after
+        the request cancels it even before the worker starts it); by default, now."""
         self.state = JobUpdate(job_id or new_job_id(), kind, generation)
-        self.cancelled = cancels.check()
+        self.cancelled = cancelled or cancels.check()
         self._emit = emit
 
     def progress(self, done: int, total: int, text: str) -> None:

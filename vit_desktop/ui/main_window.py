@@ -41,7 +41,7 @@ class MainWindow(QMainWindow):
     # generation, model ("" = the default), device, whether a download is allowed, labels file
     requestLoad = Signal(int, object, str, bool, object)
     requestClassify = Signal(int, object, object, int)  # generation, key, source, request number
-    requestMany = Signal(int, object, int)  # generation, file keys, job id
+    requestMany = Signal(int, object, int, object)  # generation, file keys, job id, cancel check
     requestCatalog = Signal()
     requestFast = Signal(bool)
     # key, source, (map, geometry), colormap, opacity, destination ("" = clipboard)
@@ -216,7 +216,8 @@ class MainWindow(QMainWindow):
         if plan.folder:
             gen, job = self.session.model_generation, new_job_id()
             self.status.update(JobUpdate(job, JobKind.FOLDER, gen, 0, len(plan.folder), "Classifying…"))
-            self.requestMany.emit(gen, list(plan.folder), job)
+            # The cancel mark is taken here: Cancel pressed before the worker starts it counts.
+            self.requestMany.emit(gen, list(plan.folder), job, self.worker.worker.cancels.check())
 
     def resubmit(self) -> None:
         """Everything still waiting runs (again) with the model there is now."""
@@ -293,11 +294,12 @@ class MainWindow(QMainWindow):
         self.status.update(u)
         if u.kind is not JobKind.FOLDER or not u.finished:
             return
-        if u.cancelled:
+        if u.cancelled or u.error:
             for item in self.session.not_run():
                 self.gallery.not_classified(item)
             done = self.session.classified()
-            self.status.say(f"Cancelled: {done} classified so far are kept (File › Export Results)", 8000)
+            why = "Cancelled" if u.cancelled else f"Stopped ({u.error})"
+            self.status.say(f"{why}: {done} classified so far are kept (File › Export Results)", 8000)
         self.jobDone.emit(u.cancelled)
 
     def _cancel(self) -> None:

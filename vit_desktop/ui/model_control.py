@@ -145,6 +145,8 @@ class ModelControl(QObject):
             size = entry.get("file_size_mb") or 0
             text = (f"{entry['display_name']} needs its weights ({size:.0f} MB) from\n{entry.get('url')}.\n\n"
                     "Download now? (Progress and Cancel are in the status bar.)")  # fmt: skip
+            if entry.get("warning"):  # a plain-http mirror
+                text += f"\n\n{entry['warning'][0].upper()}{entry['warning'][1:]}"
             if not self.win.ask("Download weights", text):
                 self.menus.mark_current(self.model_id or "")
                 return

@@ -164,7 +164,7 @@ class Session:
         item = self.items.get(key)
         if item is None or self.stale(generation):
             return None
-        item.error = message
+        item.result, item.error = None, message  # never an older model's answer under the error
         return item
 
     def keep_detailed(self, key: Hashable) -> list[Item]:

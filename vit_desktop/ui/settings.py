@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QByteArray, QSettings
 
 from ..core import defaults
@@ -67,12 +69,17 @@ class Settings:
         items = [path] + [p for p in self.recent_files if p != path]
         self._s.setValue("files/recent", items[:MAX_RECENT])
 
+    def _fraction(self, key: str, default: float, top: float = 1.0) -> float:
+        """A number in [0, top] (a hand-edited ini may hold anything, NaN included)."""
+        value = self._get(key, default, float)
+        return value if math.isfinite(value) and 0.0 <= value <= top else default
+
     def overlay(self) -> dict:
         return {
             "kind": self._get("overlay/kind", defaults.MAP_KIND, str),
             "fusion": self._get("overlay/fusion", defaults.MAP_FUSION, str),
-            "discard": self._get("overlay/discard", defaults.MAP_DISCARD, float),
-            "opacity": self._get("overlay/opacity", defaults.OVERLAY_OPACITY, float),
+            "discard": self._fraction("overlay/discard", defaults.MAP_DISCARD, 0.99),
+            "opacity": self._fraction("overlay/opacity", defaults.OVERLAY_OPACITY),
             "cmap": self._get("overlay/cmap", defaults.OVERLAY_CMAP, str),
             "grid": self._get("overlay/grid", str(defaults.OVERLAY_GRID).lower(), str)
             in ("true", "1", "True"),

@@ -27,18 +27,19 @@ class Walker(QObject):
         super().__init__(parent)
         self.cancels = cancels
 
-    def start(self, paths: list[str], generation: int) -> int:
-        """Walk ``paths`` (files as given, folders walked) in the background; returns the job id."""
+    def start(self, paths: list[str], generation: int) -> Job:
+        """Walk ``paths`` (files as given, folders walked) in the background; returns the job
+        (its ``cancelled`` check tells the window to ignore batches already on their way)."""
         job = Job(JobKind.WALK, generation, self.cancels, self.jobUpdate.emit, new_job_id())
         job.progress(0, 0, "Looking for images…")
         threading.Thread(target=self._walk, args=(job, list(paths)), name="folder-walk", daemon=True).start()
-        return job.state.job
+        return job
 
     def _walk(self, job: Job, paths: list[str]) -> None:
         batch: list[str] = []
         n, last = 0, time.monotonic()
         try:
-            for path in iter_image_paths(paths, recursive=True):
+            for path in iter_image_paths(paths, recursive=True, cancel=job.cancelled):
                 if job.cancelled():
                     break
                 batch.append(path)
@@ -49,6 +50,6 @@ class Walker(QObject):
                     batch, last = [], time.monotonic()
         except Exception:  # a walk never takes the window down; what was found stays
             log.exception("walking %d dropped paths failed", len(paths))
-        finally:
-            self.found.emit(job.state.job, batch, True)
+        finally:  # a cancelled walk hands nothing more over
+            self.found.emit(job.state.job, [] if job.cancelled() else batch, True)
             job.finish(cancelled=job.cancelled())

@@ -84,8 +84,8 @@ class InferenceWorker(QObject):
             # seq 0: always wanted (not part of moving through the gallery)
             return generation < self._latest or (seq != 0 and seq < self._latest_detail)
 
-    def job(self, kind: JobKind, generation: int, job_id: int | None = None) -> Job:
-        return Job(kind, generation, self.cancels, self.jobUpdate.emit, job_id)
+    def job(self, kind: JobKind, generation: int, job_id: int | None = None, cancelled=None) -> Job:
+        return Job(kind, generation, self.cancels, self.jobUpdate.emit, job_id, cancelled)
 
     # -- model -------------------------------------------------------------------------
     @Slot(int, object, str, bool, object)
@@ -148,7 +148,12 @@ class InferenceWorker(QObject):
             from ..core import catalog, weights
             from ..core.devices import device_status
 
-            models = [e.to_dict(downloaded=weights.is_downloaded(e)) for e in catalog.entries()]
+            base = catalog.weights_base_url()  # the address a download really uses (a mirror)
+            models = [catalog.with_base_url(e, base).to_dict(downloaded=weights.is_downloaded(e))
+                      for e in catalog.entries()]  # fmt: skip
+            warning = catalog.plain_http_notice()
+            for m in models:
+                m["warning"] = warning
             devices = [(d.name, d.available, d.reason) for d in device_status()]
             self.catalogReady.emit(models, devices)
         except Exception as exc:
@@ -220,10 +225,11 @@ class InferenceWorker(QObject):
         return loaded
 
     # -- folders ---------------------------------------------------------------------------
-    @Slot(int, object, int)
-    def classify_many(self, generation: int, keys: list, job_id: int) -> None:
-        """Many files in the background as job ``job_id`` (see :class:`FolderRuns`)."""
-        self.folders.add(generation, keys, job_id)
+    @Slot(int, object, int, object)
+    def classify_many(self, generation: int, keys: list, job_id: int, cancelled: object) -> None:
+        """Many files in the background as job ``job_id`` (see :class:`FolderRuns`);
+        ``cancelled`` is the cancel check the window took when it asked."""
+        self.folders.add(generation, keys, job_id, cancelled)
 
     def tell_notices(self) -> None:
         """New notices from the classifier (a GPU out of memory, so the CPU took over)."""
