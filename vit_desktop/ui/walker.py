@@ -9,7 +9,6 @@ import time
 
 from PySide6.QtCore import QObject, Signal
 
-from ..core.paths import iter_image_paths
 from ..logs import get_logger
 from .jobs import Cancels, Job, JobKind, new_job_id
 
@@ -36,6 +35,8 @@ class Walker(QObject):
         return job
 
     def _walk(self, job: Job, paths: list[str]) -> None:
+        from ..core.paths import iter_image_paths  # here, not at start-up (Pillow's plug-ins: ~80 ms)
+
         batch: list[str] = []
         n, last = 0, time.monotonic()
         try:
