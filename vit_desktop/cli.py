@@ -194,13 +194,8 @@ def _download_progress():
     def cb(done: int, total: int | None) -> None:
         while unsafe:
             print(f"vit-desktop: {display(unsafe.pop())}", file=sys.stderr)
-        if not bar:
-            return
-        if total:
-            sys.stderr.write(f"\rdownloading: {done / 1e6:.0f}/{total / 1e6:.0f} MB")
-        else:
-            sys.stderr.write(f"\rdownloading: {done / 1e6:.0f} MB")
-        sys.stderr.flush()
+        if bar:
+            _progress(round(done / 1e6), round(total / 1e6) if total else None, "downloading (MB)")
 
     return cb
 

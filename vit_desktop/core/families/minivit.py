@@ -18,19 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..architectures import (
-    Built,
-    StateDict,
-    config_flag,
-    config_number,
-    heads_for,
-    load_exactly,
-    register_module,
-    require_fits,
-    require_positive,
-    square_grid,
-    tensor_of_rank,
-)
+from .. import architectures as arch
 from ..errors import CheckpointError, WeightsError
 from ..minivit import MiniViT, MiniViTConfig
 
@@ -48,11 +36,11 @@ def recognise(state: Mapping[str, torch.Tensor]) -> bool:
     )
 
 
-def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
+def build(state: arch.StateDict, config: Mapping[str, Any], name: str) -> arch.Built:
     """A :class:`MiniViT` shaped by ``state``'s tensors and ``config``, with ``state`` loaded exactly."""
-    proj = tensor_of_rank(state, "patch_embed.proj.weight", 4, name)
+    proj = arch.tensor_of_rank(state, "patch_embed.proj.weight", 4, name)
     width, k = int(proj.shape[0]), int(proj.shape[-1])
-    require_positive(name, width=width, patch_size=k)
+    arch.require_positive(name, width=width, patch_size=k)
     stem_idx = sorted(
         int(m.group(1)) for key in state if (m := _STEM_CONV.match(key)) and state[key].ndim == 4
     )
@@ -65,8 +53,8 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
     patch = k * math.prod(strides)
     if "pos_embed" not in state or "cls_token" not in state:
         raise CheckpointError(f"{name}: missing cls_token or pos_embed")
-    pos = tensor_of_rank(state, "pos_embed", 3, name)
-    grid = square_grid(int(pos.shape[1]) - 1, name)
+    pos = arch.tensor_of_rank(state, "pos_embed", 3, name)
+    grid = arch.square_grid(int(pos.shape[1]) - 1, name)
     layers = [int(m.group(1)) for key in state if (m := _LAYER.match(key))]
     if not layers:
         raise CheckpointError(f"{name}: has no transformer.layers.N encoder blocks")
@@ -76,7 +64,7 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
         head_w, head_norm = state["mlp_head.1.weight"], True
     else:
         raise CheckpointError(f"{name}: missing mlp_head.weight (the classification head)")
-    require_positive(name, classes=int(head_w.shape[0]), stem_strides=min(strides, default=1))
+    arch.require_positive(name, classes=int(head_w.shape[0]), stem_strides=min(strides, default=1))
     linear1 = state.get("transformer.layers.0.linear1.weight")
     classes, depth = int(head_w.shape[0]), 1 + max(layers)
     mlp_dim = int(linear1.shape[0]) if linear1 is not None else 4 * width
@@ -84,30 +72,30 @@ def build(state: StateDict, config: Mapping[str, Any], name: str) -> Built:
     chans = (3, *stem)
     matrices = (sum(9 * a * b for a, b in zip(chans, chans[1:])) + chans[-1] * k * k * width
                 + (grid * grid + 2) * width + depth * (4 * width + 2 * mlp_dim) * width + classes * width)  # fmt: skip
-    require_fits(name, matrices, state)
+    arch.require_fits(name, matrices, state)
     cfg = MiniViTConfig(
         image_size=grid * patch,
         patch_size=patch,
         num_classes=classes,
         embed_dim=width,
         depth=depth,
-        num_heads=heads_for(width, config, name),
+        num_heads=arch.heads_for(width, config, name),
         mlp_dim=mlp_dim,
         # The tutorial's nn.TransformerEncoderLayer is post-norm unless told otherwise.
-        norm_first=config_flag(config, "norm_first", False, name),
+        norm_first=arch.config_flag(config, "norm_first", False, name),
         final_norm="transformer.norm.weight" in state,
         head_norm=head_norm,
         stem_channels=stem,
         stem_strides=strides if config.get("stem_strides") else (),
-        input_norm=config_flag(config, "input_norm", False, name),
-        layer_norm_eps=config_number(config, "layer_norm_eps", 1e-5, 1e-12, 1.0, name),
+        input_norm=arch.config_flag(config, "input_norm", False, name),
+        layer_norm_eps=arch.config_number(config, "layer_norm_eps", 1e-5, 1e-12, 1.0, name),
     )
     try:
         model = MiniViT(cfg)
     except ValueError as exc:
         raise CheckpointError(f"{name}: {exc}") from None
-    load_exactly(model, state, name)
-    return Built(model, (cfg.image_size, cfg.image_size), patch)
+    arch.load_exactly(model, state, name)
+    return arch.Built(model, (cfg.image_size, cfg.image_size), patch)
 
 
 def _stem_strides(config: Mapping[str, Any], name: str) -> tuple[int, ...]:
@@ -130,7 +118,7 @@ def owns_module(module: nn.Module) -> bool:
     return isinstance(module, MiniViT)
 
 
-def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
+def build_entry(entry: ModelEntry, state: arch.StateDict | None) -> nn.Module:
     """The demo model (:data:`.demo.model.CONFIG`) with ``state`` loaded exactly, or with its
     random initialisation when ``state`` is None."""
     from ..demo.model import CONFIG
@@ -138,13 +126,13 @@ def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
     model = MiniViT(CONFIG)
     if state is not None:
         try:
-            load_exactly(model, state, entry.filename or entry.id)
+            arch.load_exactly(model, state, entry.filename or entry.id)
         except CheckpointError as exc:
             raise WeightsError(f"{entry.display_name}: the weights do not fit the model ({exc})") from None
     return model
 
 
-FAMILY = register_module(
+FAMILY = arch.register_module(
     globals(),
     "minivit",
     "minimal ViT",
