@@ -51,7 +51,7 @@ class FolderRuns(QObject):
         """A forward pre-hook on every attention layer: a long forward (a big model on a slow
         CPU) stops at the next layer when the window closes or the folder run is cancelled.
         A plain function (not a bound method), so fast mode's copy of the model keeps it."""
-        from torch import nn
+        from ..core.capture import attention_modules
 
         closing, runs = self.worker.cancels.closing, self
 
@@ -60,9 +60,8 @@ class FolderRuns(QObject):
             if closing.is_set() or (cancelled is not None and cancelled()):
                 raise Interrupted()
 
-        for m in clf.module.modules():
-            if isinstance(m, nn.MultiheadAttention):
-                m.register_forward_pre_hook(check)
+        for m in attention_modules(clf.module):  # the modules the model's family names
+            m.register_forward_pre_hook(check)
 
     def add(self, generation: int, keys: list, job_id: int, cancelled=None) -> None:
         if not self.runs:

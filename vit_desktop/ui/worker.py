@@ -281,11 +281,12 @@ def _end_download(job: Job) -> None:
 
 def _model_name(model: str) -> str:
     """A model's name for a progress line (a catalog entry's display name, or a file's)."""
-    if os.path.sep in model or model.endswith((".pth", ".pt", ".safetensors")):
+    from ..core import catalog
+    from ..core.loading import looks_like_path
+
+    if looks_like_path(model):
         return os.path.basename(model)
     try:
-        from ..core import catalog
-
         return catalog.get(model).display_name
     except Exception:
         return model
