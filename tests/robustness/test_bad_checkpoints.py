@@ -318,22 +318,28 @@ BAD_CHECKPOINTS |= {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
-def test_bad_checkpoint_table(tmp_path, case):
-    make, pattern = BAD_CHECKPOINTS[case]
-    path = make(tmp_path)
+def _load_within(seconds: float, path, what: str, **kw) -> dict:
+    """``load_checkpoint`` on a thread: {"value": …} or {"error": …}; a hang fails the test."""
     out: dict = {}
 
     def go() -> None:
         try:
-            out["value"] = load_checkpoint(path)
-        except BaseException as exc:  # noqa: BLE001 - judged below
+            out["value"] = load_checkpoint(path, **kw)
+        except BaseException as exc:  # noqa: BLE001 - judged by the caller
             out["error"] = exc
 
     t = threading.Thread(target=go, daemon=True)
     t.start()
-    t.join(30)
-    assert not t.is_alive(), f"load_checkpoint hung on {case}"
+    t.join(seconds)
+    assert not t.is_alive(), f"load_checkpoint hung on {what}"
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CHECKPOINTS))
+def test_bad_checkpoint_table(tmp_path, case):
+    make, pattern = BAD_CHECKPOINTS[case]
+    path = make(tmp_path)
+    out = _load_within(30, path, what=case)
     err = out.get("error")
     assert isinstance(err, CheckpointError), f"{case}: {out}"
     line = err.one_line()
@@ -593,18 +599,7 @@ def test_a_chosen_labels_file_that_is_not_a_small_regular_file(tmp_path, kind):
         chosen.write_text(_deep(100_000))
     expected = {"pipe": "is a pipe", "dev-zero": "is a device", "folder": "is a folder",
                 "sparse-500-mb": "too large", "deep-json": "nested"}[kind]  # fmt: skip
-    out: dict = {}
-
-    def go() -> None:
-        try:
-            load_checkpoint(path, labels=chosen)
-        except BaseException as exc:  # noqa: BLE001 - judged below
-            out["error"] = exc
-
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    t.join(30)
-    assert not t.is_alive(), f"load_checkpoint hung on a chosen {kind} labels file"
+    out = _load_within(30, path, what=f"a chosen {kind} labels file", labels=chosen)
     assert isinstance(out.get("error"), CheckpointError), out
     assert expected in out["error"].one_line() and "names." in out["error"].one_line()
 

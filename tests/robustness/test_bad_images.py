@@ -10,7 +10,6 @@ import io
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from vit_desktop.core.images import LoadedImage, load_image
 from vit_desktop.core.preprocess import prepare
 
 from . import bad_images
-from .bad_images import DROP_READ_OVERRIDE, Case, build_all, check_decoded
+from .bad_images import DROP_READ_OVERRIDE, Case, build_all, check_decoded, png_chunks
 
 with tempfile.TemporaryDirectory() as _d:
     CASE_IDS = [c.id for c in build_all(Path(_d) / "cases")]
@@ -172,22 +171,13 @@ SEEDS = _seed_images()
 DEMO_PRE = catalog_entry("demo-shapes").preprocessing
 
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    chunks, pos = [], 8
-    while pos + 8 <= len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
-        pos += 12 + n
-    return chunks
-
-
 @st.composite
 def mutated_image(draw) -> bytes:
     kind = draw(st.sampled_from(sorted(SEEDS)))
     data = bytearray(SEEDS[kind])
     if kind.startswith("png") and draw(st.booleans()):
         # Structure-aware: change a chunk's bytes and fix its CRC, so the decoder believes it.
-        chunks = _png_chunks(bytes(data))
+        chunks = png_chunks(bytes(data))
         i = draw(st.integers(0, len(chunks) - 1))
         kind_b, body = chunks[i]
         body = bytearray(body)
