@@ -41,6 +41,7 @@ from torch import nn
 from .errors import CheckpointError, WeightsError
 from .preprocess import Preprocessing
 from .safe_files import require_param_budget
+from .tokenvit import TokenViT, TokenViTConfig, parameter_count
 
 if TYPE_CHECKING:
     from .catalog import ModelEntry
@@ -62,6 +63,18 @@ class Built:
     module: nn.Module
     input_size: tuple[int, int]  # (height, width) in pixels
     patch_size: int
+
+
+@dataclass(frozen=True)
+class FolderModel:
+    """What a model folder holds (a Hugging Face or timm snapshot), read by its family's
+    ``load_folder``: the tensors (prefixes stripped), the settings ``build`` reads, and the
+    labels and preprocessing its config files give (None: the family's defaults)."""
+
+    state: StateDict
+    config: Mapping[str, Any]
+    labels: tuple[str, ...] | None = None
+    preprocessing: Preprocessing | None = None
 
 
 def imagenet_preprocessing(input_size: tuple[int, int], patch_size: int) -> Preprocessing:
@@ -113,6 +126,12 @@ class Family:
     build_entry: Callable[[ModelEntry, StateDict | None], nn.Module] | None = None
     #: True for a folder holding a model of this family (None: the family reads files only).
     recognise_folder: Callable[[Path], bool] | None = None
+    #: ``load_folder(path, name)``: the tensors, settings, labels and preprocessing of a folder
+    #: that ``recognise_folder`` accepted (a :class:`CheckpointError` naming what is wrong).
+    load_folder: Callable[[Path, str], FolderModel] | None = None
+    #: ``resize(module, grid)``: make a built module run on another (rows, cols) patch grid
+    #: (position embeddings resampled); None: the family's models run at one size only.
+    resize: Callable[[nn.Module, tuple[int, int]], None] | None = None
     #: The modules whose attention :class:`.capture.AttentionCapture` records, in forward
     #: order; None: every ``nn.MultiheadAttention`` (:func:`.capture.multihead_attention_modules`).
     attention_modules: Callable[[nn.Module], list[nn.Module]] | None = None
@@ -143,7 +162,8 @@ def register(family: Family, *, replace: bool = False) -> Family:
 
 #: The hooks of :class:`Family` a family module may define as functions of those names.
 HOOKS = ("recognise", "build", "num_classes", "owns_module", "build_entry", "recognise_folder",
-         "attention_modules", "default_preprocessing", "default_labels")  # fmt: skip
+         "load_folder", "attention_modules", "default_preprocessing", "default_labels",
+         "resize")  # fmt: skip
 
 
 def register_module(
@@ -184,8 +204,10 @@ def family_for_state(state: Mapping[str, torch.Tensor]) -> Family | None:
 
 
 def family_for_folder(path: Path) -> Family | None:
-    """The first family that recognises the folder ``path`` as one of its models, or None."""
-    return next((f for f in families() if f.recognise_folder is not None and f.recognise_folder(path)), None)
+    """The first family that recognises the folder ``path`` as one of its models (and reads
+    such folders: it has a ``load_folder``), or None."""
+    return next((f for f in families() if f.recognise_folder is not None and f.load_folder is not None
+                 and f.recognise_folder(path)), None)  # fmt: skip
 
 
 def family_for_module(module: nn.Module) -> Family | None:
@@ -214,6 +236,33 @@ def expectations() -> str:
     """What the registered families look for in a state dict, in words:
     ``"conv_proj.weight and class_token (torchvision) or … (minimal ViT)"``."""
     return " or ".join(f"{f.expects} ({f.title})" for f in families())
+
+
+# -- families that build a TokenViT ----------------------------------------------------------
+
+
+def build_token_vit(cfg: TokenViTConfig, state: Mapping[str, torch.Tensor], name: str) -> Built:
+    """A :class:`.tokenvit.TokenViT` for ``cfg`` with ``state`` (already in its parameter
+    names) loaded exactly; the file must hold what ``cfg`` describes before anything is
+    allocated (:func:`require_fits`)."""
+    require_fits(name, parameter_count(cfg), state)
+    module = TokenViT(cfg)
+    load_exactly(module, state, name)
+    return Built(module, cfg.image_size, cfg.patch_size)
+
+
+def _token_vit_resize(module: nn.Module, grid: tuple[int, int]) -> None:
+    module.set_grid(grid)
+
+
+#: The :class:`Family` hooks every family that builds a :class:`.tokenvit.TokenViT` shares:
+#: pass as ``register_module(globals(), …, **TOKEN_VIT_HOOKS)``.
+TOKEN_VIT_HOOKS: dict[str, Any] = {
+    "num_classes": lambda module: int(module.num_classes),
+    "owns_module": lambda module: isinstance(module, TokenViT),
+    "attention_modules": lambda module: module.attention_modules(),
+    "resize": _token_vit_resize,
+}
 
 
 # -- shape helpers for builders -------------------------------------------------------------

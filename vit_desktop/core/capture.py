@@ -27,13 +27,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from .architectures import family_for_module
+from .results import TokenLayout
+from .tokenvit import Attention
 
 
-def attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]:
+def token_layout(model: nn.Module) -> TokenLayout:
+    """The model's prefix tokens and query (:class:`.results.TokenLayout`): its own ``layout``
+    when it has one (:class:`.tokenvit.TokenViT`), else one CLS token read by the head."""
+    layout = getattr(model, "layout", None)
+    return layout if isinstance(layout, TokenLayout) else TokenLayout()
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of the encoder, in forward order: the ones the model's
     registered family names (:attr:`.architectures.Family.attention_modules`), else every
-    ``nn.MultiheadAttention`` (:func:`multihead_attention_modules`).  The replacement forward
-    below is ``nn.MultiheadAttention``'s, so a family must name modules of that type."""
+    ``nn.MultiheadAttention`` (:func:`multihead_attention_modules`).  A family names modules of
+    that type (whose forward is replaced below) or :class:`.tokenvit.Attention` modules (whose
+    ``observer`` is set)."""
     family = family_for_module(model)
     if family is not None and family.attention_modules is not None:
         return family.attention_modules(model)
@@ -82,6 +92,24 @@ class _Store:
 _FP16_MAX = 65504.0
 
 
+def _query_row(q: torch.Tensor, k: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(B, H, N) float32 on the CPU: the CLS token's attention row, or for a model that pools
+    the mean of its tokens the mean of the patch tokens' rows."""
+    scale = q.shape[-1] ** -0.5
+    kt = k.float().transpose(-2, -1)
+    if layout.query == "cls":
+        return torch.softmax((q[:, :, :1].float() * scale) @ kt, dim=-1)[:, :, 0].cpu()
+    rows = torch.softmax((q[:, :, layout.num_prefix_tokens :].float() * scale) @ kt, dim=-1)
+    return rows.mean(dim=2).cpu()
+
+
+def _observer(store: _Store, layout: TokenLayout):
+    def observe(q: torch.Tensor, k: torch.Tensor) -> None:
+        store.record(_query_row(q, k, layout), q, k)
+
+    return observe
+
+
 def _make_forward(mha: nn.MultiheadAttention, store: _Store):
     heads = mha.num_heads
 
@@ -97,9 +125,7 @@ def _make_forward(mha: nn.MultiheadAttention, store: _Store):
         q, k, v = qkv.view(b, n, 3, heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
         out = F.scaled_dot_product_attention(q, k, v)
         out = F.linear(out.transpose(1, 2).reshape(b, n, d_model), mha.out_proj.weight, mha.out_proj.bias)
-        scale = hd**-0.5
-        cls_logits = (q[:, :, :1].float() * scale) @ k.float().transpose(-2, -1)  # (B, H, 1, N)
-        store.record(torch.softmax(cls_logits, dim=-1)[:, :, 0].cpu(), q, k)
+        store.record(_query_row(q, k, TokenLayout()), q, k)
         return out, None
 
     return forward
@@ -110,12 +136,16 @@ class AttentionCapture:
 
     def __init__(self, model: nn.Module, keep_qk: bool = True) -> None:
         self.modules = attention_modules(model)
+        self.layout = token_layout(model)
         self.store = _Store(keep_qk, len(self.modules))
 
     def __enter__(self) -> AttentionCapture:
         try:
             for m in self.modules:
-                m.forward = _make_forward(m, self.store)
+                if isinstance(m, Attention):
+                    m.observer = _observer(self.store, self.layout)
+                else:
+                    m.forward = _make_forward(m, self.store)
         except BaseException:
             self._remove()
             raise
@@ -123,7 +153,10 @@ class AttentionCapture:
 
     def _remove(self) -> None:
         for m in self.modules:
-            m.__dict__.pop("forward", None)
+            if isinstance(m, Attention):
+                m.observer = None
+            else:
+                m.__dict__.pop("forward", None)
 
     def __exit__(self, *exc) -> None:
         self._remove()

@@ -37,7 +37,7 @@ from .safe_files import (
 from .sidecars import read_labels
 from .text import brief, display, short_name
 
-_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "ema")
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "ema", "state_dict_ema", "model_ema")
 
 
 @dataclass(frozen=True)
@@ -187,8 +187,32 @@ def load_checkpoint(path: str | os.PathLike[str], display_name: str | None = Non
     raise CheckpointError(f"{short_name(p)}: not enough memory to load this model")
 
 
-def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | None) -> BuiltModel:
-    name = short_name(p)
+#: The weights files of a model folder: opening one of them opens its folder (config, labels).
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def _folder_of(p: Path) -> Path | None:
+    """The model folder ``p`` names: ``p`` itself when it is a folder, its parent when ``p`` is
+    a folder's weights file (:data:`FOLDER_WEIGHTS`) and the parent is a model folder."""
+    if p.is_dir():
+        return p
+    if p.name in FOLDER_WEIGHTS and architectures.family_for_folder(p.parent) is not None:
+        return p.parent
+    return None
+
+
+def _read(p: Path, name: str) -> tuple[architectures.Family, architectures.FolderModel, dict[str, str]]:
+    """The family, tensors and settings of the file or model folder ``p``."""
+    folder = _folder_of(p)
+    if folder is not None:
+        family = architectures.family_for_folder(folder)
+        if family is None:
+            raise CheckpointError(
+                f"{name}: is a folder, but not a model folder this app knows (expected config.json with "
+                "model.safetensors, as Hugging Face and timm save them); open a checkpoint file instead"
+            )
+        assert family.load_folder is not None  # family_for_folder only returns readers of folders
+        return family, family.load_folder(folder, short_name(folder)), {}
     state, meta = read_state_dict(p)
     state = strip_prefixes(state)
     cfg = sidecars.config_overrides(p, meta)
@@ -199,6 +223,14 @@ def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | No
             f"{name}: not a Vision Transformer this app knows: expected {architectures.expectations()}; "
             f"found {found}"
         )
+    return family, architectures.FolderModel(state, cfg), meta
+
+
+def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | None) -> BuiltModel:
+    name = short_name(p)
+    family, contents, meta = _read(p, name)
+    state, cfg = contents.state, dict(contents.config)
+    contents = architectures.FolderModel({}, {}, contents.labels, contents.preprocessing)  # let go of the tensors
     try:
         built = family.build(state, cfg, name)
     except CheckpointError:
@@ -218,8 +250,15 @@ def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | No
     _refuse_non_finite(model, name)
     num_classes = family.num_classes(model)
     names = read_labels(p, num_classes, meta, Path(labels) if labels else None)
+    if names is None and contents.labels is not None:
+        if len(contents.labels) != num_classes:
+            raise CheckpointError(
+                f"{name}: its config names {len(contents.labels)} classes but the model predicts {num_classes}"
+            )
+        names = contents.labels
+    default_pre = contents.preprocessing or family.default_preprocessing(built.input_size, built.patch_size)
     try:
-        pre = sidecars.preprocessing(cfg, family.default_preprocessing(built.input_size, built.patch_size))
+        pre = sidecars.preprocessing(cfg, default_pre)
     except (ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{name}: bad preprocessing settings ({brief(str(exc) or type(exc).__name__)})"

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from . import catalog, maps, weights
-from .capture import AttentionCapture
+from .capture import AttentionCapture, token_layout
 from .devices import (
     decode_workers,
     fast_dtype,
@@ -203,6 +203,7 @@ class Classifier:
             order = np.argsort(-probs[i], kind="stable")[:k]
             preds = tuple(Prediction(self._label(j), int(j), float(probs[i, j])) for j in order)
             attention, peak = None, None
+            layout = token_layout(self.active_module)
             if att is not None:
                 cls, q, kk = att
                 attention = AttentionResult(
@@ -210,6 +211,7 @@ class Classifier:
                     q=q[i] if q is not None else None,
                     k=kk[i] if kk is not None else None,
                     grid=p.geometry.patch_grid,
+                    layout=layout,
                 )
                 peak = default_peak(attention, p.geometry)
                 if mode == "peak":

@@ -78,10 +78,11 @@ def _layer(att: AttentionResult, layer: int) -> int:
     return layer % n
 
 
-def head_rows(att: AttentionResult, layer: int, token: int) -> np.ndarray:
-    """Attention of ``token`` to every token, per head: (H, N) float32."""
+def head_rows(att: AttentionResult, layer: int, token: int | None = None) -> np.ndarray:
+    """Attention of ``token`` to every token, per head: (H, N) float32.  ``token`` None: the
+    model's query (the CLS token, or the mean of the patch tokens for a model without one)."""
     layer = _layer(att, layer)
-    if token == 0:
+    if token is None or (token == 0 and att.layout.query == "cls"):
         return att.cls[layer]
     if att.q is None or att.k is None:
         raise ValueError("this result kept only CLS attention; classify with attention='full'")
@@ -93,7 +94,13 @@ def head_rows(att: AttentionResult, layer: int, token: int) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def token_map(att: AttentionResult, token: int, layer: int = -1, head: int | None = None,
+def prefix_attention(att: AttentionResult, layer: int = -1) -> np.ndarray:
+    """(H, prefix tokens): how much of the query's attention goes to each prefix token (the
+    CLS token, a distillation token, register tokens) in one layer, per head."""
+    return att.cls[_layer(att, layer)][:, : att.num_prefix_tokens].astype(np.float32)
+
+
+def token_map(att: AttentionResult, token: int | None, layer: int = -1, head: int | None = None,
               fusion: str = "mean") -> np.ndarray:  # fmt: skip
     rows = head_rows(att, layer, token)
     row = rows[head] if head is not None else _fuse(rows, fusion)
@@ -103,7 +110,7 @@ def token_map(att: AttentionResult, token: int, layer: int = -1, head: int | Non
 def cls_map(
     att: AttentionResult, layer: int = -1, head: int | None = None, fusion: str = "mean"
 ) -> np.ndarray:
-    return token_map(att, 0, layer, head, fusion)
+    return token_map(att, None, layer, head, fusion)
 
 
 def full_attention(att: AttentionResult, layer: int) -> np.ndarray:
@@ -169,24 +176,29 @@ def rollout_layer(a: np.ndarray, fusion: str, discard_ratio: float, fused: bool 
     return fused
 
 
-def rollout_row(att: AttentionResult, token: int = 0, fusion: str = "mean",
+def rollout_row(att: AttentionResult, token: int | None = None, fusion: str = "mean",
                 discard_ratio: float = 0.0, upto_layer: int = -1) -> np.ndarray:  # fmt: skip
-    """Row ``token`` of the rollout product of layers 0…``upto_layer``: (N,) float32."""
+    """Row ``token`` of the rollout product of layers 0…``upto_layer``: (N,) float32; ``token``
+    None: the model's query (the CLS token, or the mean of the patch tokens' rows)."""
     last = _layer(att, upto_layer)
     v = np.zeros(att.num_tokens, np.float32)
-    v[token] = 1.0
+    if token is None and att.layout.query == "mean":
+        v[att.num_prefix_tokens :] = 1.0 / (att.num_tokens - att.num_prefix_tokens)
+    else:
+        v[token or 0] = 1.0
     for layer in range(last, -1, -1):
         v = v @ rollout_layer(fused_layer(att, layer, fusion), fusion, discard_ratio, fused=True)
     return v
 
 
 def rollout_map(att: AttentionResult, fusion: str = "mean", discard_ratio: float = 0.0,
-                token: int = 0, upto_layer: int = -1) -> np.ndarray:  # fmt: skip
+                token: int | None = None, upto_layer: int = -1) -> np.ndarray:  # fmt: skip
     return _to_grid(rollout_row(att, token, fusion, discard_ratio, upto_layer), att)
 
 
-def compute(att: AttentionResult, spec: MapSpec, token: int = 0) -> np.ndarray:
-    """The map ``spec`` describes, from ``token``'s point of view (0 = CLS)."""
+def compute(att: AttentionResult, spec: MapSpec, token: int | None = None) -> np.ndarray:
+    """The map ``spec`` describes, from ``token``'s point of view (None: the model's query,
+    see :func:`head_rows`)."""
     if spec.kind == "rollout":
         if att.q is None:
             raise ValueError("rollout needs the full capture; classify with attention='full'")

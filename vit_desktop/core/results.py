@@ -20,10 +20,47 @@ def _freeze(*arrays: np.ndarray | None) -> None:
 
 
 @dataclass(frozen=True)
+class TokenLayout:
+    """The tokens in front of the patches, and which one the model classifies from.
+
+    ``prefix``: the names of the tokens before the patch tokens, in order (``("CLS",)`` for
+    most ViTs; ``("CLS", "distillation")`` for a distilled DeiT; ``("CLS", "register 1", …)``
+    with register tokens; ``()`` for a model without a CLS token).  ``query``: ``"cls"`` when the
+    head reads the CLS token (the maps show what it looked at), ``"mean"`` when it reads the mean
+    of the tokens (the maps show the mean of the patch tokens' attention instead)."""
+
+    prefix: tuple[str, ...] = ("CLS",)
+    query: str = "cls"
+
+    def __post_init__(self) -> None:
+        if self.query not in ("cls", "mean"):
+            raise ValueError(f"unknown query {self.query!r}")
+        if self.query == "cls" and not self.prefix:
+            raise ValueError("a CLS query needs a prefix token")
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return len(self.prefix)
+
+    @property
+    def registers(self) -> tuple[int, ...]:
+        """The indices of the register tokens."""
+        return tuple(i for i, n in enumerate(self.prefix) if n.startswith("register"))
+
+    def describe_query(self) -> str:
+        """What the maps' rows are, in words, for the panel."""
+        if self.query == "cls":
+            return "the CLS token"
+        return "the mean of the patch tokens (this model has no CLS token)"
+
+
+@dataclass(frozen=True)
 class AttentionResult:
     """What one forward pass saw, for one image.
 
-    ``cls``: (layers, heads, tokens) float32, the CLS row of every head.
+    ``cls``: (layers, heads, tokens) float32, the query's row of every head: the CLS token's
+    attention, or for a model without one (``layout.query == "mean"``) the mean of the patch
+    tokens' attention rows.
     ``q``, ``k``: (layers, heads, tokens, head_dim) float16 (float32 for the rare model whose
     values exceed float16's range) or None; any other attention
     row, head fusion or rollout is recomputed from them exactly.
@@ -33,7 +70,11 @@ class AttentionResult:
     q: np.ndarray | None
     k: np.ndarray | None
     grid: tuple[int, int]  # (rows, cols)
-    num_prefix_tokens: int = 1
+    layout: TokenLayout = TokenLayout()
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.layout.num_prefix_tokens
 
     def __post_init__(self) -> None:
         _freeze(self.cls, self.q, self.k)

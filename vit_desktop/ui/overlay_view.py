@@ -52,7 +52,7 @@ class OverlayPresenter(QObject):
         item = self.item
         if item is None or item.result is None or item.result.attention is None or not item.detailed:
             return None
-        return maps.compute(item.result.attention, self.panel.settings().map_spec(), self.hover_token or 0)
+        return maps.compute(item.result.attention, self.panel.settings().map_spec(), self.hover_token)
 
     def redraw(self, full: bool = True) -> None:
         """The overlay from the cached result; ``full`` (a control changed, not the hover)
