@@ -6,7 +6,10 @@ Two modes, both described by data carried in each catalog entry:
   crop, scale to [0, 1], normalise) — reproduced with Pillow so that the pixels are the
   same as ``weights.transforms()`` on a PIL image;
 * ``letterbox``: scale the longer side to the input size and pad the rest with the mean
-  colour (the demo model: a shape near the edge of a 2:1 photo must not be cropped away).
+  colour (the demo model: a shape near the edge of a 2:1 photo must not be cropped away);
+* ``squash``: resize both sides to ``resize_size`` (for a square input; the input's shape
+  otherwise) whatever the aspect ratio, then centre-crop — Hugging Face's image processors
+  and timm's ``crop_mode="squash"``.
 
 The :class:`Geometry` maps model-input pixels and patches back to the original image, so
 every overlay lands on the right pixels whatever the aspect ratio.
@@ -37,6 +40,8 @@ MAX_INPUT_SIDE = 4096
 MAX_RESIZE = 8192
 MIN_STD = 1e-6
 
+MODES = ("resize_crop", "letterbox", "squash")
+
 
 def _whole(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -54,8 +59,8 @@ class Preprocessing:
     patch_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    mode: str = "resize_crop"  # or "letterbox"
-    resize_size: int | None = None  # shorter side before the crop (resize_crop)
+    mode: str = "resize_crop"  # or "letterbox", "squash"
+    resize_size: int | None = None  # shorter side before the crop (resize_crop, squash)
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
@@ -79,8 +84,8 @@ class Preprocessing:
             stats[key] = tuple(float(x) for x in v)
         if min(stats["std"]) < MIN_STD:
             raise ValueError(f"std values must be positive (at least {MIN_STD:g}), not {stats['std']}")
-        if not isinstance(self.mode, str) or self.mode not in ("resize_crop", "letterbox"):
-            raise ValueError(f"unknown preprocessing mode {self.mode!r:.40} (resize_crop or letterbox)")
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(f"unknown preprocessing mode {self.mode!r:.40} ({', '.join(MODES)})")
         if not isinstance(self.interpolation, str) or self.interpolation not in _RESAMPLE:
             raise ValueError(f"unknown interpolation {self.interpolation!r:.40} ({', '.join(_RESAMPLE)})")
         r = self.resize_size
@@ -106,6 +111,9 @@ class Preprocessing:
             s = min(in_w / w, in_h / h)
             return max(1, round(w * s)), max(1, round(h * s))
         short = self.resize_size or min(in_h, in_w)
+        if self.mode == "squash":
+            s = short / min(in_h, in_w)
+            return max(1, round(in_w * s)), max(1, round(in_h * s))
         # torchvision's rule: the shorter side becomes ``short``, the longer is truncated.
         if w <= h:
             return short, int(short * h / w)

@@ -10,4 +10,13 @@ from . import torchvision_vit
 # isort: split
 from . import minivit
 
-__all__ = ["minivit", "torchvision_vit"]
+# isort: split
+from . import timm_vit
+
+# isort: split
+from . import hf_vit
+
+# isort: split
+from . import vit_pytorch
+
+__all__ = ["hf_vit", "minivit", "timm_vit", "torchvision_vit", "vit_pytorch"]
