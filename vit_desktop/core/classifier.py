@@ -20,6 +20,7 @@ from torch import nn
 
 from . import catalog, maps, weights
 from .capture import AttentionCapture, token_layout
+from .resizing import resize_model
 from .devices import (
     decode_workers,
     fast_dtype,
@@ -79,6 +80,7 @@ class Classifier:
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:  # fmt: skip
         self.module = module.eval()
         self.preprocessing = preprocessing
+        self.trained_size = preprocessing.input_size  # (height, width) the weights were trained at
         self.labels = tuple(labels)
         self.model_id = model_id
         self.display_name = display_name
@@ -127,6 +129,21 @@ class Classifier:
         return self._fast_module if self._fast_module is not None else self.module
 
     # -- input ---------------------------------------------------------------------------
+    def set_input_size(self, size: tuple[int, int]) -> str:
+        """Run at ``size`` (height, width) px from now on (:func:`.resizing.resize_model`);
+        returns the sentence to tell the person (accuracy may change)."""
+        pre = resize_model(self.module, self.preprocessing, size, self.display_name)
+        if pre is self.preprocessing:
+            return ""
+        self.preprocessing = pre
+        if self._fast_module is not None:  # the low-precision copy has the old positions
+            self._fast_module = None
+            self.set_fast(True)
+        (h, w), (th, tw) = pre.input_size, self.trained_size
+        if (h, w) == (th, tw):
+            return f"{self.display_name} runs at its trained size, {w}×{h} px"
+        return f"{self.display_name} now runs at {w}×{h} px (trained at {tw}×{th} px): accuracy may change"
+
     def prepare(self, item: ImageInput, source: str | None = None,
                 on_decoded: Callable[[LoadedImage], None] | None = None) -> Prepared:  # fmt: skip
         """Decode (for a path) and preprocess one image; ``on_decoded`` sees a file's decoded

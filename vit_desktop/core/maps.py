@@ -66,7 +66,8 @@ def _fuse(a: np.ndarray, fusion: str, axis: int = 0) -> np.ndarray:
     return a.min(axis=axis)
 
 
-def _to_grid(row: np.ndarray, att: AttentionResult) -> np.ndarray:
+def row_to_grid(row: np.ndarray, att: AttentionResult) -> np.ndarray:
+    """A row over every token (N,) as the patch grid (rows, cols): prefix tokens dropped."""
     rows, cols = att.grid
     return np.ascontiguousarray(row[att.num_prefix_tokens :].reshape(rows, cols), dtype=np.float32)
 
@@ -94,17 +95,11 @@ def head_rows(att: AttentionResult, layer: int, token: int | None = None) -> np.
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def prefix_attention(att: AttentionResult, layer: int = -1) -> np.ndarray:
-    """(H, prefix tokens): how much of the query's attention goes to each prefix token (the
-    CLS token, a distillation token, register tokens) in one layer, per head."""
-    return att.cls[_layer(att, layer)][:, : att.num_prefix_tokens].astype(np.float32)
-
-
 def token_map(att: AttentionResult, token: int | None, layer: int = -1, head: int | None = None,
               fusion: str = "mean") -> np.ndarray:  # fmt: skip
     rows = head_rows(att, layer, token)
     row = rows[head] if head is not None else _fuse(rows, fusion)
-    return _to_grid(row, att)
+    return row_to_grid(row, att)
 
 
 def cls_map(
@@ -193,7 +188,7 @@ def rollout_row(att: AttentionResult, token: int | None = None, fusion: str = "m
 
 def rollout_map(att: AttentionResult, fusion: str = "mean", discard_ratio: float = 0.0,
                 token: int | None = None, upto_layer: int = -1) -> np.ndarray:  # fmt: skip
-    return _to_grid(rollout_row(att, token, fusion, discard_ratio, upto_layer), att)
+    return row_to_grid(rollout_row(att, token, fusion, discard_ratio, upto_layer), att)
 
 
 def compute(att: AttentionResult, spec: MapSpec, token: int | None = None) -> np.ndarray:

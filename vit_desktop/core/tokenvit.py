@@ -222,6 +222,7 @@ class TokenViT(nn.Module):
     def __init__(self, cfg: TokenViTConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.trained_positions: tuple[tuple[int, int], torch.Tensor] | None = None
         d = cfg.width
         self.patch_embed = PatchEmbed(cfg)
         if cfg.cls_token:
@@ -305,9 +306,13 @@ class TokenViT(nn.Module):
         if grid == tuple(cfg.grid):
             return
         if cfg.pos == "learned":
+            # Always from the trained embeddings, so going back to the trained size is exact.
+            if self.trained_positions is None:
+                self.trained_positions = (tuple(cfg.grid), self.pos_embed.detach().clone())
+            trained_grid, trained = self.trained_positions
             prefix = cfg.num_prefix_tokens if cfg.pos_prefix else 0
             with torch.no_grad():
-                new = resample_positions(self.pos_embed.data, cfg.grid, grid, prefix)
+                new = resample_positions(trained, trained_grid, grid, prefix).to(self.pos_embed.device)
             self.pos_embed = nn.Parameter(new)
         elif cfg.pos == "sincos":
             pos = sincos_2d(grid[0], grid[1], cfg.width)[None].to(self.pos_embed.device)

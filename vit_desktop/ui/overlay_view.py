@@ -46,13 +46,16 @@ class OverlayPresenter(QObject):
         self.view.set_geometry(res.geometry if res else None)
         if res is not None and res.attention is not None:
             self.panel.configure(res.attention.num_layers, res.attention.num_heads)
+            self.panel.configure_tokens(res.attention.layout)
         self.redraw()
 
     def current_map(self) -> np.ndarray | None:
         item = self.item
         if item is None or item.result is None or item.result.attention is None or not item.detailed:
             return None
-        return maps.compute(item.result.attention, self.panel.settings().map_spec(), self.hover_token)
+        s = self.panel.settings()
+        token = self.hover_token if self.hover_token is not None else s.query
+        return maps.compute(item.result.attention, s.map_spec(), token)
 
     def redraw(self, full: bool = True) -> None:
         """The overlay from the cached result; ``full`` (a control changed, not the hover)
@@ -73,7 +76,9 @@ class OverlayPresenter(QObject):
         if full:
             att = item.result.attention
             layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
-            self.panel.set_head_images([QPixmap.fromImage(i) for i in render.heads_grid(att, layer, s.cmap)])
+            images = render.heads_grid(att, layer, s.cmap, query=s.query)
+            self.panel.set_head_images([QPixmap.fromImage(i) for i in images])
+            self.panel.set_prefix_note(render.register_share(att, layer, s.query))
         self.drawn.emit()
 
     def _on_hover(self, row: int, col: int) -> None:

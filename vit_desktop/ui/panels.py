@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from ..core import defaults, maps
 from ..core.overlay import COLORMAPS
-from ..core.results import ClassificationResult
+from ..core.results import ClassificationResult, TokenLayout
 from . import plain
 
 MAP_KINDS = (("cls", "CLS attention"), ("fused", "Fused heads"), ("rollout", "Attention rollout"))
@@ -103,6 +103,9 @@ class ViewSettings:
     discard: float = 0.0
     opacity: float = defaults.OVERLAY_OPACITY
     cmap: str = defaults.OVERLAY_CMAP
+    #: The token whose attention the maps show: None for the model's own query (the CLS token,
+    #: or the mean of the patch tokens), else a prefix token's index (a distillation token).
+    query: int | None = None
 
     def map_spec(self) -> maps.MapSpec:
         if self.kind == "rollout":
@@ -138,7 +141,15 @@ class AttentionPanel(QWidget):
         for c in COLORMAPS:
             self.cmap.addItem(c, c)
         self.cmap.setCurrentText(defaults.OVERLAY_CMAP)
+        self.query = QComboBox()
+        self.query.setToolTip("Whose attention the maps show")
+        self.query_note = QLabel()
+        self.query_note.setWordWrap(True)
+        self.prefix_note = QLabel()
+        self.prefix_note.setWordWrap(True)
         form.addRow("Map", self.kind)
+        form.addRow("Query", self.query)
+        form.addRow(self.query_note)
         form.addRow("Layer", self.layer)
         form.addRow("", self.layer_label)
         form.addRow("Head", self.head)
@@ -154,7 +165,10 @@ class AttentionPanel(QWidget):
         self._head_buttons: list[QToolButton] = []
         form.addRow(QLabel("All heads (this layer)"))
         form.addRow(self.heads_box)
-        for w, sig in ((self.kind, "currentIndexChanged"), (self.layer, "valueChanged"),
+        form.addRow(self.prefix_note)
+        self.configure_tokens(TokenLayout())
+        for w, sig in ((self.kind, "currentIndexChanged"), (self.query, "currentIndexChanged"),
+                       (self.layer, "valueChanged"),
                        (self.head, "currentIndexChanged"), (self.fusion, "currentIndexChanged"),
                        (self.discard, "valueChanged"), (self.opacity, "valueChanged"),
                        (self.cmap, "currentIndexChanged")):  # fmt: skip
@@ -179,6 +193,33 @@ class AttentionPanel(QWidget):
         self._update_enabled()
         self._update_labels()
 
+    def configure_tokens(self, layout: TokenLayout) -> None:
+        """Offer the queries the model has (its CLS token, a distillation token), or say that
+        the maps show the mean of the patch tokens for a model without a CLS token."""
+        self.query.blockSignals(True)
+        keep = self.query.currentData()
+        self.query.clear()
+        if layout.query == "mean":
+            self.query.addItem("mean of patches", -1)
+        else:
+            self.query.addItem("CLS token", -1)
+            for i, name in enumerate(layout.prefix):
+                if name == "distillation":
+                    self.query.addItem("distillation token", i)
+        self.query.setCurrentIndex(max(0, self.query.findData(keep)))
+        self.query.setEnabled(self.query.count() > 1)
+        self.query.blockSignals(False)
+        self.query_note.setText(
+            "" if layout.query == "cls" else "This model has no CLS token: the maps show the mean of the "
+            "patch tokens' attention."
+        )
+        self.query_note.setVisible(layout.query != "cls")
+
+    def set_prefix_note(self, text: str) -> None:
+        """A line under the heads: how much attention goes to register tokens, per head."""
+        self.prefix_note.setText(text)
+        self.prefix_note.setVisible(bool(text))
+
     def settings(self) -> ViewSettings:
         return ViewSettings(
             kind=self.kind.currentData(),
@@ -188,6 +229,7 @@ class AttentionPanel(QWidget):
             discard=self.discard.value() / 100.0,
             opacity=self.opacity.value() / 100.0,
             cmap=self.cmap.currentData(),
+            query=None if (q := self.query.currentData()) is None or q < 0 else int(q),
         )
 
     def apply(self, s: ViewSettings) -> None:

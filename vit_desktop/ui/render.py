@@ -40,13 +40,26 @@ def overlay_rgba(grid_map: np.ndarray, geom: Geometry, size: tuple[int, int], cm
     return rgba
 
 
-def heads_grid(att, layer: int, cmap: str, cell: int = 48) -> list[QImage]:
-    """One small image per head of ``layer`` (CLS attention), nearest-neighbour enlarged."""
+def heads_grid(att, layer: int, cmap: str, cell: int = 48, query: int | None = None) -> list[QImage]:
+    """One small image per head of ``layer`` (the query's attention: CLS, the mean of the
+    patches, or the prefix token ``query``), nearest-neighbour enlarged."""
     out = []
+    rows_all = maps.head_rows(att, layer, query)
     for h in range(att.num_heads):
-        m = maps.normalise(maps.cls_map(att, layer=layer, head=h))
+        m = maps.normalise(maps.row_to_grid(rows_all[h], att))
         rows, cols = m.shape
         reps = max(1, cell // max(rows, cols))
         big = np.kron(m, np.ones((reps, reps), np.float32))
         out.append(rgb_to_qimage(colorize(big, cmap)))
     return out
+
+
+def register_share(att, layer: int, query: int | None = None) -> str:
+    """"Attention to registers, layer L: h1 12% · h2 3% …": the share of the query's attention
+    that goes to the register tokens, per head ("" for a model without registers)."""
+    regs = list(att.layout.registers)
+    if not regs:
+        return ""
+    share = maps.head_rows(att, layer, query)[:, regs].sum(axis=-1)
+    per_head = " · ".join(f"h{h + 1} {v:.0%}" for h, v in enumerate(share))
+    return f"Attention to the {len(regs)} register tokens, layer {layer % att.num_layers + 1}: {per_head}"

@@ -12,6 +12,7 @@ demo model must not pay for it.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from ..architectures import (
 )
 from ..errors import CheckpointError, WeightsError
 from ..text import brief
+from ..tokenvit import resample_positions
 
 if TYPE_CHECKING:
     from ..catalog import ModelEntry
@@ -112,6 +114,24 @@ def owns_module(module: nn.Module) -> bool:
     not imported yet, no module can be one)."""
     vt = sys.modules.get("torchvision.models.vision_transformer")
     return vt is not None and isinstance(module, vt.VisionTransformer)
+
+
+def resize(module: nn.Module, grid: tuple[int, int]) -> None:
+    """Run on a square ``grid`` of patches: the position embeddings resampled
+    (:func:`..tokenvit.resample_positions`); torchvision's ViT takes square inputs only."""
+    rows, cols = grid
+    if rows != cols:
+        raise ValueError("torchvision's ViT takes square inputs only")
+    trained = getattr(module, "trained_positions", None)  # resampled from these, so going back is exact
+    if trained is None:
+        trained = module.encoder.pos_embedding.detach().clone()
+        module.trained_positions = trained
+    old = math.isqrt(int(trained.shape[1]) - 1)
+    with torch.no_grad():
+        new = resample_positions(trained, (old, old), (rows, cols), 1).to(module.encoder.pos_embedding.device)
+    module.encoder.pos_embedding = nn.Parameter(new)
+    module.image_size = rows * module.patch_size
+    module.seq_length = rows * cols + 1
 
 
 def reinit_head(module: nn.Module) -> None:
