@@ -1,5 +1,7 @@
 """Folder throughput: our folder classification against a plain torchvision loop and a
-Hugging Face ``transformers`` pipeline, on the same mixed-size JPEGs, interleaved."""
+Hugging Face ``transformers`` pipeline, on the same mixed-size JPEGs, interleaved with a bare
+fp32 matrix multiply (how close the folder run comes to the machine's GEMM speed) and with
+our fast mode."""
 
 from __future__ import annotations
 
@@ -8,10 +10,20 @@ import warnings
 from pathlib import Path
 
 import torch
-from harness import Figure, Sizes, interleaved, our_classifier, torchvision_transforms, torchvision_vit
+from harness import (
+    Figure,
+    Sizes,
+    input_size,
+    interleaved,
+    matmul_side,
+    our_classifier,
+    torchvision_transforms,
+    torchvision_vit,
+)
+from model_figures import vit_flops
 from PIL import Image
 
-from vit_desktop.core.classifier import FOLDER_BATCH
+from vit_desktop.core.classifier import FOLDER_BATCH, Classifier
 
 
 def _hf_pipeline(sizes: Sizes):
@@ -51,7 +63,18 @@ def folder_throughput(sizes: Sizes, paths: list[Path]) -> list[Figure]:
                 img = Image.open(p).convert("RGB")
                 model(tf(img).unsqueeze(0)).softmax(-1).topk(5)
 
-    sides = [ours, torchvision_loop]
+    # The same network's FLOPs per image, counted from its shapes; the bare GEMM side does
+    # half a folder run's FLOPs (a few seconds), interleaved with the others.
+    flops = vit_flops(model, input_size(sizes))
+    matmul, mm_flops = matmul_side(flops * n / 2, sizes.tiny)
+    fast = Classifier(clf.module, clf.preprocessing, clf.labels, clf.model_id, clf.display_name, clf.device)
+    fast_why = fast.set_fast(True)
+
+    def ours_fast():
+        out = list(fast.iter_classify(strs, top_k=5, attention="none"))
+        assert len(out) == n and all(hasattr(r, "top_k") for r in out), "a benchmark image failed"
+
+    sides = [ours, torchvision_loop, matmul] + ([] if fast_why else [ours_fast])
     hf_note = ""
     try:
         with warnings.catch_warnings():
@@ -68,26 +91,44 @@ def folder_throughput(sizes: Sizes, paths: list[Path]) -> list[Figure]:
         hf_note = f"transformers pipeline (batch {FOLDER_BATCH}, {proc_name})"
     except ImportError as exc:
         hf_note = f"transformers is not installed ({exc})"
+        hf = None
 
     times = interleaved(sides, repeats=sizes.folder_repeats, warmup=0)
+    at = {fn: i for i, fn in enumerate(sides)}
     # Throughput ratio = time ratio of the same work; median over the interleaved repeats.
     ips = [[n / t for t in ts] for ts in times]
 
-    def ratio(other: int) -> float:
-        vals = sorted(a / b for a, b in zip(ips[0], ips[other]))
-        return vals[len(vals) // 2]
+    def ratio(side, other) -> float:
+        return statistics.median(a / b for a, b in zip(ips[at[side]], ips[at[other]]))
+
+    # The folder run's FLOP rate ÷ the bare GEMM's, repeat by repeat (each pair ran back to back).
+    mm_rate = [mm_flops / t for t in times[at[matmul]]]
+    gemm_fraction = statistics.median(i * flops / m for i, m in zip(ips[at[ours]], mm_rate))
 
     mean_mp = sum(Image.open(p).size[0] * Image.open(p).size[1] for p in paths) / n / 1e6
     what = f"{n} JPEGs of {sizes.min_mp:g}–{sizes.max_mp:g} MP (mean {mean_mp:.1f} MP)"
-    best = [statistics.median(v) for v in ips]  # medians, img/s
+    best = {fn: statistics.median(ips[i]) for fn, i in at.items()}  # medians, img/s
     figs = [
-        Figure("folder_vs_torchvision_loop", round(ratio(1), 3), "x", 1.2, True,
-               f"{what}: ours {best[0]:.2f} img/s (batch {FOLDER_BATCH}, draft decode on threads) vs "
-               f"PIL + weights.transforms() + model {best[1]:.2f} img/s"),
+        Figure("folder_vs_torchvision_loop", round(ratio(ours, torchvision_loop), 3), "x", 1.2, True,
+               f"{what}: ours {best[ours]:.2f} img/s (batch {FOLDER_BATCH}, draft decode on threads) vs "
+               f"PIL + weights.transforms() + model {best[torchvision_loop]:.2f} img/s"),
+        Figure("folder_gemm_fraction", round(gemm_fraction, 3), "ratio", 0.90, True,
+               f"{what}: ours {best[ours]:.2f} img/s × {flops / 1e9:.1f} GFLOP per image (counted from the "
+               f"shapes) = {best[ours] * flops / 1e9:.0f} GFLOP/s vs fp32 {'256' if sizes.tiny else '2048'}² "
+               f"torch.mm {statistics.median(mm_rate) / 1e9:.0f} GFLOP/s, interleaved in the same run"),
     ]  # fmt: skip
-    if len(sides) == 3:
-        figs.append(Figure("folder_vs_hf_pipeline", round(ratio(2), 3), "x", 1.5, True,
-                           f"{what}: ours {best[0]:.2f} img/s vs {hf_note} {best[2]:.2f} img/s"))  # fmt: skip
+    if hf is not None:
+        figs.append(Figure("folder_vs_hf_pipeline", round(ratio(ours, hf), 3), "x", 1.2, True,
+                           f"{what}: ours {best[ours]:.2f} img/s vs {hf_note} {best[hf]:.2f} img/s; both run "
+                           "the same network near the machine's GEMM speed in float32"))  # fmt: skip
+        if fast_why:
+            figs.append(Figure("folder_fast_vs_hf_pipeline", None, "x", None, True,
+                               f"fast mode is not available here: {fast_why}"))  # fmt: skip
+        else:
+            figs.append(Figure("folder_fast_vs_hf_pipeline", round(ratio(ours_fast, hf), 3), "x", None, True,
+                               f"ours in fast mode ({str(fast.dtype).replace('torch.', '')}, off by default) "
+                               f"{best[ours_fast]:.2f} img/s vs the pipeline {best[hf]:.2f} img/s"))  # fmt: skip
     else:
-        figs.append(Figure("folder_vs_hf_pipeline", None, "x", 1.5, True, hf_note))
+        figs.append(Figure("folder_vs_hf_pipeline", None, "x", 1.2, True, hf_note))
+        figs.append(Figure("folder_fast_vs_hf_pipeline", None, "x", None, True, hf_note))
     return figs

@@ -2,7 +2,8 @@
 checkpoint; drops a large JPEG on it while moving the layer slider and measures
 
 * the longest gap between ticks of a 5 ms timer on the GUI thread (stalls),
-* drop-to-result: ``add_paths`` → the window's ``overlayDrawn`` (the result drawn),
+* drop-to-result: ``add_paths`` → the window's ``overlayDrawn`` (the result drawn, from the
+  draft decode), and drop-to-sharp: → ``sharpShown`` (the sharp screen copy in its place),
 * in the same process, between drops: the bare forward pass of the same weights (batch 1)
   and our core path alone (decode, preprocess, forward with capture).
 
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
     mover.setInterval(30)
     mover.timeout.connect(lambda: slider.setValue((slider.value() + 1) % (slider.maximum() + 1)))
     ticker = Ticker()
-    bare_t, core_t, drop_t, render_t = [], [], [], []
+    bare_t, core_t, drop_t, sharp_t, render_t = [], [], [], [], []
     for r in range(drops + 1):  # the first drop warms the worker up and is not timed
         if r > 0:
             bare_t.append(bare())
@@ -134,8 +135,12 @@ def main(argv: list[str]) -> int:
         if drawn is None:
             print(json.dumps({"error": "no result was drawn", "errors": errors}))
             return 1
+        shown = win.session.shown
+        sharp = wait_for(win.sharpShown, 300) if shown is not None and shown.sharp_asked else None
         if r > 0:
             drop_t.append(drawn - t0)
+            if sharp is not None:
+                sharp_t.append(sharp - t0)
         # Moving the slider over a shown result: each move re-renders on the GUI thread.
         n0 = ticker.ticks
         t1 = time.perf_counter()
@@ -150,6 +155,7 @@ def main(argv: list[str]) -> int:
         "bare_ms": [t * 1000 for t in bare_t],
         "core_ms": [t * 1000 for t in core_t],
         "drop_ms": [t * 1000 for t in drop_t],
+        "sharp_ms": [t * 1000 for t in sharp_t],
         "layers": slider.maximum() + 1,
         "errors": errors,
         "torch_threads": torch.get_num_threads(),

@@ -102,6 +102,21 @@ def median_ms(ts: Sequence[float]) -> float:
     return statistics.median(ts) * 1000
 
 
+def matmul_side(flops: float, tiny: bool = False) -> tuple[Callable[[], None], float]:
+    """The machine's fp32 GEMM speed as one side of an interleaved comparison: square
+    ``torch.mm`` calls (2048², 256² on tiny runs) doing about ``flops``.  Returns the side
+    and the FLOPs one call of it does."""
+    n = 256 if tiny else 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    reps = max(1, round(flops / (2 * n**3)))
+
+    def matmul() -> None:
+        for _ in range(reps):
+            torch.mm(a, b)
+
+    return matmul, 2.0 * n**3 * reps
+
+
 # -- models ---------------------------------------------------------------------------------------
 
 

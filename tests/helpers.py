@@ -232,3 +232,181 @@ def small_torchvision_vit(**kw):
     m = VisionTransformer(**args)
     nn.init.normal_(m.heads.head.weight, std=0.3)
     return m.eval()
+
+
+# -- a Hugging Face Hub on 127.0.0.1 ------------------------------------------------------------
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class HubState:
+    """What the fake Hub serves (``repos``: repo id -> {file name: bytes}; names ending in
+    .safetensors/.bin are LFS files, served from a second "CDN" server as the Hub does) and
+    what it was asked (``requests``: (method, path)).  ``wrong``: LFS names served with other
+    bytes of the same length; ``stall_after``: bytes of an LFS file sent before the server
+    waits for ``release``; ``pace``: seconds between two 64 KiB pieces of an LFS file;
+    ``errors``: repo id -> (status, X-Error-Code) for every request."""
+
+    def __init__(self, repos: dict[str, dict[str, bytes]]):
+        self.repos = repos
+        self.commits = {r: hashlib.sha1(r.encode()).hexdigest() for r in repos}
+        self.requests: list[tuple[str, str]] = []
+        self.wrong: set[str] = set()
+        self.stall_after: int | None = None
+        self.pace = 0.0
+        self.errors: dict[str, tuple[int, str]] = {}
+        self.release = threading.Event()
+        self.cdn = ""
+
+    @staticmethod
+    def is_lfs(name: str) -> bool:
+        return name.endswith((".safetensors", ".bin"))
+
+    def blob(self, sha: str) -> tuple[str, bytes] | None:
+        for files in self.repos.values():
+            for name, data in files.items():
+                if hashlib.sha256(data).hexdigest() == sha:
+                    return name, data
+        return None
+
+    def sibling(self, name: str, data: bytes) -> dict:
+        if not self.is_lfs(name):
+            return {"rfilename": name, "size": len(data), "blobId": git_blob_sha1(data)}
+        sha = hashlib.sha256(data).hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n".encode()
+        lfs = {"size": len(data), "sha256": sha, "pointerSize": len(pointer)}
+        return {"rfilename": name, "size": len(data), "blobId": git_blob_sha1(pointer), "lfs": lfs}
+
+
+class HubHandler(QuietHandler):
+    """The endpoints huggingface_hub uses to download: the model info API (with blobs), HEAD
+    and GET of /ORG/NAME/resolve/REV/FILE, and the CDN a large file is redirected to."""
+
+    def do_HEAD(self):  # noqa: N802
+        self.answer(head=True)
+
+    def do_GET(self):  # noqa: N802
+        self.answer(head=False)
+
+    def send(self, status: int, headers: dict, body: bytes, head: bool) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def answer(self, head: bool) -> None:
+        import json
+        from urllib.parse import unquote, urlsplit
+
+        hub: HubState = self.server.hub
+        path = unquote(urlsplit(self.path).path)
+        hub.requests.append((self.command, path))
+        parts = path.strip("/").split("/")
+        if parts[0] == "lfs":
+            return self.lfs(hub, parts[1], head)
+        api = parts[:2] == ["api", "models"]
+        repo_id = "/".join(parts[2:4] if api else parts[:2])
+        if repo_id in hub.errors or repo_id not in hub.repos:
+            status, code = hub.errors.get(repo_id, (404, "RepoNotFound"))
+            return self.send(status, {"X-Error-Code": code}, b"", head)
+        files, commit = hub.repos[repo_id], hub.commits[repo_id]
+        if api:
+            siblings = [hub.sibling(n, d) for n, d in files.items()]
+            body = json.dumps({"id": repo_id, "modelId": repo_id, "sha": commit, "siblings": siblings})
+            return self.send(200, {"Content-Type": "application/json"}, body.encode(), head)
+        name = "/".join(parts[4:])
+        if parts[2] != "resolve" or name not in files:
+            return self.send(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, b"", head)
+        data = files[name]
+        if not hub.is_lfs(name):
+            return self.send(200, {"ETag": f'"{git_blob_sha1(data)}"', "X-Repo-Commit": commit}, data, head)
+        sha = hashlib.sha256(data).hexdigest()
+        headers = {"Location": f"{hub.cdn}/lfs/{sha}", "X-Repo-Commit": commit, "X-Linked-Etag": f'"{sha}"',
+                   "X-Linked-Size": str(len(data)), "ETag": f'"{hub.sibling(name, data)["blobId"]}"'}  # fmt: skip
+        self.send(302, headers, b"", head)
+
+    def lfs(self, hub: HubState, sha: str, head: bool) -> None:
+        found = hub.blob(sha)
+        if found is None:
+            return self.send(404, {}, b"", head)
+        name, data = found
+        if name in hub.wrong:
+            data = data[::-1]
+        if (hub.stall_after is None and not hub.pace) or head:
+            return self.send(200, {}, data, head)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for i in range(0, len(data), 1 << 16):
+                if hub.stall_after is not None and i >= hub.stall_after:
+                    hub.release.wait(20)
+                self.wfile.write(data[i : i + (1 << 16)])
+                self.wfile.flush()
+                time.sleep(hub.pace)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@contextlib.contextmanager
+def fake_hub(repos: dict[str, dict[str, bytes]]):
+    """A Hugging Face Hub (and its CDN) on 127.0.0.1: yields (endpoint URL, HubState)."""
+    state = HubState(repos)
+    with serving(HubHandler) as hub_srv, serving(HubHandler) as cdn_srv:
+        hub_srv.hub = cdn_srv.hub = state
+        state.cdn = f"http://127.0.0.1:{cdn_srv.server_address[1]}"
+        try:
+            yield f"http://127.0.0.1:{hub_srv.server_address[1]}", state
+        finally:
+            state.release.set()
+
+
+HF_VIT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32,
+              patch_size=16, num_channels=3)  # fmt: skip
+
+
+def hf_vit_files(folder, num_labels: int = 5, seed: int = 0) -> None:
+    """A small ViT classifier as transformers saves it to the Hub (config.json,
+    model.safetensors, preprocessor_config.json; random weights), written without importing
+    transformers or torch (tests/core/test_hub.py has transformers load it)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    d, ff, p = HF_VIT["hidden_size"], HF_VIT["intermediate_size"], HF_VIT["patch_size"]
+    n = (HF_VIT["image_size"] // p) ** 2 + 1
+    shapes = {"vit.embeddings.cls_token": (1, 1, d), "vit.embeddings.position_embeddings": (1, n, d),
+              "vit.embeddings.patch_embeddings.projection.weight": (d, 3, p, p),
+              "vit.embeddings.patch_embeddings.projection.bias": (d,),
+              "vit.layernorm.weight": (d,), "vit.layernorm.bias": (d,),
+              "classifier.weight": (num_labels, d), "classifier.bias": (num_labels,)}  # fmt: skip
+    for i in range(HF_VIT["num_hidden_layers"]):
+        b = f"vit.encoder.layer.{i}."
+        for name in ("attention.attention.query", "attention.attention.key", "attention.attention.value",
+                     "attention.output.dense"):  # fmt: skip
+            shapes |= {b + name + ".weight": (d, d), b + name + ".bias": (d,)}
+        shapes |= {b + "intermediate.dense.weight": (ff, d), b + "intermediate.dense.bias": (ff,),
+                   b + "output.dense.weight": (d, ff), b + "output.dense.bias": (d,)}  # fmt: skip
+        for name in ("layernorm_before", "layernorm_after"):
+            shapes |= {b + name + ".weight": (d,), b + name + ".bias": (d,)}
+    state = {
+        k: (rng.standard_normal(s) * (0.02 if len(s) > 1 else 0.1)).astype(np.float32)
+        for k, s in shapes.items()
+    }
+    state["classifier.weight"] *= 25  # logits far enough apart to compare
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    labels = {str(i): f"thing {i}" for i in range(num_labels)}
+    config = {"architectures": ["ViTForImageClassification"], "model_type": "vit", **HF_VIT, "qkv_bias": True,
+              "hidden_act": "gelu", "layer_norm_eps": 1e-12, "id2label": labels,
+              "label2id": {v: int(k) for k, v in labels.items()}}  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    pre = {"do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5] * 3,
+           "image_processor_type": "ViTImageProcessor", "image_std": [0.5] * 3, "resample": 2,
+           "rescale_factor": 1 / 255, "size": {"height": 32, "width": 32}}  # fmt: skip
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))

@@ -3,7 +3,7 @@ functions included) and in child processes (what importing really loads):
 
 * no core module imports Qt; importing every core module loads no Qt;
 * importing every ui module loads no torch (the window appears before torch is imported);
-* the ui never imports the command-line module;
+* the ui never imports the command-line module, nor (through any module) Ray;
 * there is no import circle among vit_desktop modules.
 """
 
@@ -82,6 +82,20 @@ def test_ui_never_imports_the_command_line_module():
         n for n in MODULES if n.startswith("vit_desktop.ui") and "vit_desktop.cli" in _internal_graph()[n]
     ]
     assert not offenders
+
+
+def test_only_the_ray_engine_imports_ray_and_the_ui_never_reaches_it():
+    # Ray is an optional extra for the command line's --engine ray; the window never loads it.
+    users = sorted(n for n in MODULES if any(i.split(".")[0] == "ray" for i in _imports(n)))
+    assert users == ["vit_desktop.core.ray_engine"]
+    graph = _internal_graph()
+    seen, todo = set(), [n for n in MODULES if n.startswith("vit_desktop.ui")]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(graph[n])
+    assert "vit_desktop.core.ray_engine" not in seen
 
 
 def test_no_import_circles():

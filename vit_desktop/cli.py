@@ -24,6 +24,7 @@ from .options import add_window_options
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 COMMANDS = ("classify", "models", "download")
+ENGINES = ("local", "ray")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser, prog="vit-desktop")
 
     c = sub.add_parser("classify", help="classify images and folders")
-    c.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    c.add_argument("paths", nargs="+", metavar="SOURCE",
+                   help="image files, folders, list files (.txt: one path a line, relative to the "
+                   "list's folder) or quoted globs ('photos/**/*.jpg')")  # fmt: skip
     c.add_argument("--model", default=None, help="catalog id or checkpoint path (default: "
                    "ViT-B/16 when its weights are cached, else demo-shapes)")  # fmt: skip
     c.add_argument(
@@ -59,16 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=FORMATS, default=None,
                    help="default: table on a terminal, json otherwise")  # fmt: skip
     c.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     c.add_argument("--recursive", action="store_true", help="walk sub-folders too")
     c.add_argument("--attention-out", metavar="DIR", help="write NAME.overlay.png per image")
     c.add_argument("--no-attention", action="store_true",
                    help="skip attention (faster; attention_peak is null)")  # fmt: skip
     c.add_argument("--output", metavar="FILE", help="write results here instead of stdout")
+    c.add_argument("--resume", action="store_true",
+                   help="--output already holds records (JSON lines): classify only the images it "
+                   "has none for and append theirs (the default with --engine ray)")  # fmt: skip
     c.add_argument("--offline", action="store_true", help="never download weights")
     c.add_argument("--fast", action="store_true",
                    help="fast mode: bfloat16 on CPUs that support it, float16 on a GPU; about 2x "
                    "faster, probabilities differ slightly from float32")  # fmt: skip
+    r = c.add_argument_group("many machines (--engine ray; needs pip install 'vit-desktop[cluster]')")
+    r.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (default); ray: a pool of workers on a Ray cluster, "
+                   "or on a Ray started on this machine")  # fmt: skip
+    r.add_argument("--address", metavar="ADDR",
+                   help="the Ray cluster to join (auto, ray://HOST:PORT); default: start Ray here")  # fmt: skip
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="model replicas (default: as many as the cluster has room for)")  # fmt: skip
+    r.add_argument("--cpus-per-worker", type=float, default=None, metavar="C",
+                   help="CPUs each worker holds (default 1): its compute threads, or decode "
+                   "threads for a GPU worker")  # fmt: skip
+    r.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
+                   help="GPUs each worker holds (default 0: the workers run on CPUs; 0.5: two share one)")  # fmt: skip
 
     m = sub.add_parser("models", help="list the models")
     m.add_argument("--json", action="store_true")
@@ -92,22 +111,20 @@ def _progress(done: int, total: int | None, label: str) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .core import maps
-    from .core.classifier import default_model_id, load_classifier
-    from .core.export import ResultWriter, open_output
-    from .core.paths import iter_image_paths
-    from .core.results import ClassificationResult
-    from .core.text import json_safe
+    _check_classify_options(args)
+    if args.engine == "ray":
+        from .core import ray_engine
 
-    if args.top_k < 1:
-        raise _UsageError("--top-k must be at least 1")
-    if args.batch_size < 1:
-        raise _UsageError("--batch-size must be at least 1")
+        ray_engine.import_ray()  # without Ray: one line saying how to install it, before anything else
+    from .core import maps
+    from .core.classifier import default_model_id
+    from .core.export import Done, ResultWriter, open_append, open_output, read_done
+    from .core.paths import iter_sources
+
     model = args.model or default_model_id()
-    clf = load_classifier(model, device=args.device, allow_download=not args.offline,
-                          progress=_download_progress(), fast=args.fast, labels=args.labels)  # fmt: skip
-    told = _tell(clf.notices, 0)
     fmt = args.format or ("table" if sys.stdout and sys.stdout.isatty() and not args.output else "json")
+    # A Ray job's rerun finishes what a killed one left (its output is only ever appended to).
+    resume = args.resume or (args.engine == "ray" and bool(args.output) and fmt == "json")
     out_dir = Path(args.attention_out) if args.attention_out else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,37 +134,121 @@ def cmd_classify(args: argparse.Namespace) -> int:
         attention = "full" if maps.DEFAULT_MAP.kind == "rollout" else "cls"
     else:
         attention = "peak"
-    paths = list(iter_image_paths(args.paths, args.recursive))
-    stream = open_output(args.output) if args.output else sys.stdout
-    failed = 0
+    done = read_done(args.output) if resume else Done()
+    if done.paths:
+        print(
+            f"vit-desktop: resuming: {len(done.paths)} images already in {display(args.output)}",
+            file=sys.stderr,
+        )
+    sources = (p for p in iter_sources(args.paths, args.recursive) if not done.has(p))
+    run = (_RayRun if args.engine == "ray" else _LocalRun)(args, model, attention, out_dir)
+    failed = count = 0
+    stream = None
     try:
-        writer = ResultWriter(fmt, stream)
-        for i, res in enumerate(clf.iter_classify(paths, args.batch_size, args.top_k, attention), 1):
-            obj = res.to_dict()
-            if out_dir:  # which overlay belongs to which image (null: none was written)
-                written = None
-                if isinstance(res, ClassificationResult) and res.attention is not None:
-                    written, err = _write_overlay(res, out_dir, clf.max_pixels)
-                    if err:  # the classification stays in the results; the overlay is missing
-                        failed += 1
-                        print(f"vit-desktop: {_with_path(res.source, err)}", file=sys.stderr)
-                obj["overlay_file"] = json_safe(str(written)) if written else None
+        stream = (
+            (open_append(args.output) if resume else open_output(args.output)) if args.output else sys.stdout
+        )
+        writer = ResultWriter(fmt, stream, sync_s=1.0 if args.output else None)
+        for count, (obj, overlay_error) in enumerate(run.outcomes(sources), 1):
+            if overlay_error:  # the classification stays in the results; the overlay is missing
+                failed += 1
+                print(f"vit-desktop: {_with_path(obj['path'], overlay_error)}", file=sys.stderr)
             if "error" in obj:
                 failed += 1
                 if fmt != "table" or stream is not sys.stdout:
                     print(f"vit-desktop: {_with_path(obj['path'], obj['error'])}", file=sys.stderr)
             writer.write(obj)
-            _progress(i, len(paths), "classified")
-            told = _tell(clf.notices, told)  # e.g. a GPU that ran out of memory
+            run.progress(count)
+        writer.sync()
     finally:
-        if stream is not sys.stdout:
+        if stream is not None and stream is not sys.stdout:
             stream.close()
-        if sys.stderr and sys.stderr.isatty() and paths:
-            sys.stderr.write("\n")
-    if not paths:
+        run.end(count)  # a Ray started here stops
+    if not count and not done.paths:
         print("vit-desktop: no images found", file=sys.stderr)
         return EXIT_SOME_FAILED
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    if not count:
+        print(f"vit-desktop: nothing left to classify: {len(done.paths)} images already in "
+              f"{display(args.output)}", file=sys.stderr)  # fmt: skip
+    return EXIT_SOME_FAILED if failed or done.failed else EXIT_OK
+
+
+def _check_classify_options(args: argparse.Namespace) -> None:
+    if args.top_k < 1:
+        raise _UsageError("--top-k must be at least 1")
+    if args.batch_size < 1:
+        raise _UsageError("--batch-size must be at least 1")
+    if args.resume and (not args.output or args.format not in (None, "json")):
+        raise _UsageError("--resume needs --output FILE with JSON lines (not --format csv or table)")
+    ray_only = {"--address": args.address, "--workers": args.workers,
+                "--cpus-per-worker": args.cpus_per_worker, "--gpus-per-worker": args.gpus_per_worker}  # fmt: skip
+    if args.engine != "ray":
+        given = [name for name, value in ray_only.items() if value is not None]
+        if given:
+            raise _UsageError(f"{given[0]} is for --engine ray")
+        return
+    if args.workers is not None and args.workers < 1:
+        raise _UsageError("--workers must be at least 1")
+    if args.cpus_per_worker is not None and args.cpus_per_worker <= 0:
+        raise _UsageError("--cpus-per-worker must be above 0")
+    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
+        raise _UsageError("--gpus-per-worker must be 0 or more")
+    if args.device not in ("auto", "cuda" if args.gpus_per_worker else "cpu"):
+        raise _UsageError("with --engine ray the workers run on the GPU when --gpus-per-worker is above 0, "
+                          "else on the CPU; leave --device out")  # fmt: skip
+
+
+class _LocalRun:
+    """The local engine: this process, with the classifier's own decode threads."""
+
+    def __init__(self, args: argparse.Namespace, model: str, attention: str, out_dir: Path | None) -> None:
+        from .core.classifier import load_classifier
+
+        self.args, self.attention, self.out_dir, self.total = args, attention, out_dir, 0
+        self.clf = load_classifier(model, device=args.device, allow_download=not args.offline,
+                                   progress=_download_progress(), fast=args.fast, labels=args.labels)  # fmt: skip
+        self.told = _tell(self.clf.notices, 0)
+
+    def outcomes(self, sources):
+        from .core.export import outcome_record
+
+        paths = list(sources)  # known in advance: the progress line shows done/total
+        self.total, clf, a = len(paths), self.clf, self.args
+        for res in clf.iter_classify(paths, a.batch_size, a.top_k, self.attention):
+            yield outcome_record(res, self.out_dir, clf.max_pixels)
+
+    def progress(self, done: int) -> None:
+        _progress(done, self.total, "classified")
+        self.told = _tell(self.clf.notices, self.told)  # e.g. a GPU that ran out of memory
+
+    def end(self, count: int) -> None:
+        if sys.stderr and sys.stderr.isatty() and self.total:
+            sys.stderr.write("\n")
+
+
+class _RayRun:
+    """The Ray engine (:mod:`.core.ray_engine`): Ray's own progress bars on a terminal, then
+    one closing line with what the run did."""
+
+    def __init__(self, args: argparse.Namespace, model: str, attention: str, out_dir: Path | None) -> None:
+        from .core.ray_engine import RayJob, RaySession
+
+        job = RayJob(model=model, labels=args.labels, allow_download=not args.offline, fast=args.fast,
+                     top_k=args.top_k, attention=attention, batch_size=args.batch_size,
+                     overlay_dir=str(out_dir) if out_dir else None, address=args.address,
+                     workers=args.workers, cpus_per_worker=args.cpus_per_worker or 1.0,
+                     gpus_per_worker=args.gpus_per_worker or 0.0,
+                     progress_bars=bool(sys.stderr) and sys.stderr.isatty())  # fmt: skip
+        self.session = RaySession(job, _download_progress())
+        self.outcomes = self.session.classify
+
+    def progress(self, done: int) -> None:
+        pass  # Ray Data draws its own
+
+    def end(self, count: int) -> None:
+        self.session.close()
+        if count:
+            print(f"vit-desktop: {self.session.stats.summary()}", file=sys.stderr)
 
 
 def _tell(notices: list[str], already: int) -> int:
@@ -163,22 +264,6 @@ def _with_path(path: str, error: str) -> str:
     if name and error.startswith(name + ": "):
         error = error[len(name) + 2 :]
     return f"{path}: {error}"
-
-
-def _write_overlay(res, out_dir: Path, max_pixels: int) -> tuple[Path | None, str | None]:
-    """The default map over the image at its own resolution, as a new NAME.overlay.png
-    (NAME-1.overlay.png, … when taken; never through a link, never over a file): the path
-    written, or the reason in one line when it cannot be drawn or written."""
-    from .core import maps
-    from .core.errors import VitDesktopError
-    from .core.overlay import render_on_original, save_new_png
-
-    try:
-        grid = maps.compute(res.attention, maps.DEFAULT_MAP)
-        img = render_on_original(res.source, grid, res.geometry, max_pixels=max_pixels)
-        return save_new_png(img, out_dir, res.source), None
-    except VitDesktopError as exc:
-        return None, exc.one_line()
 
 
 def _download_progress():

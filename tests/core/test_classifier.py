@@ -90,8 +90,10 @@ def _tiny_classifier(scale_in_proj: float = 1.0, nan_head: bool = False):
     return Classifier(model, pre, [f"c{i}" for i in range(7)], "tiny", "tiny", torch.device("cpu"))
 
 
-def test_queries_beyond_float16_range_keep_the_maps_finite():
-    from vit_desktop.core import maps
+def test_queries_beyond_float16_range_keep_the_maps_finite(monkeypatch):
+    from vit_desktop.core import capture, maps
+
+    monkeypatch.setattr(capture, "QK_FLOAT32_BUDGET", 0)  # float16, as for the largest models
 
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     (res,) = _tiny_classifier(scale_in_proj=1e6).classify(img, attention="full")

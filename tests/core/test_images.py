@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vit_desktop.core.errors import ImageLoadError
-from vit_desktop.core.images import load_image, to_rgb
+from vit_desktop.core.images import fit_within, load_image, to_rgb
 
 
 def _save(img: Image.Image, path, **kw):
@@ -197,6 +197,35 @@ def test_large_jpeg_uses_draft_and_reports_full_size(tmp_path):
     assert got.original_size == (4000, 3000)
     assert got.image.width < 4000 and got.image.width >= 300 and got.image.height >= 224
     assert got.decode_scale == pytest.approx(got.image.width / 4000)
+
+
+def test_fit_within_shrinks_in_proportion_and_never_enlarges():
+    assert fit_within((6000, 4000), 2560) == (2560, 1707)
+    assert fit_within((3000, 4000), 1000) == (750, 1000)
+    assert fit_within((100, 50), 2560) == (100, 50)
+    assert fit_within((1, 60000), 2560) == (1, 2560)
+
+
+def test_draft_for_a_screen_copy_is_upright_and_the_same_picture(tmp_path):
+    """The window's two decodes of one photo (EXIF-rotated): the model's draft and the copy
+    for the screen are both upright, at least as large as asked, and the same picture as the
+    full decode."""
+    stored = _gradient(4000, 3000)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90° clockwise: upright it is 3000 × 4000
+    path = _save(stored, tmp_path / "rotated.jpg", quality=95, exif=exif.tobytes())
+    full = load_image(path)
+    assert full.original_size == (3000, 4000) and full.image.size == (3000, 4000) and not full.reduced
+    for side in (1000, 300):
+        got = load_image(path, min_size=lambda size, side=side: fit_within(size, side))
+        want = fit_within((3000, 4000), side)
+        assert got.reduced and got.original_size == (3000, 4000)
+        assert want[0] <= got.image.width < 3000 and want[1] <= got.image.height < 4000
+        assert got.image.width / got.image.height == pytest.approx(0.75, rel=0.01)
+        small = np.asarray(full.image.resize(got.image.size, Image.Resampling.BOX)).astype(np.float32)
+        drawn = np.asarray(got.image).astype(np.float32)
+        assert np.abs(drawn - small).mean() < 3
+        assert np.abs(drawn[::-1, ::-1] - small).mean() > 30  # the comparison can tell orientations apart
 
 
 _BASE = io.BytesIO()

@@ -554,7 +554,7 @@ def test_large_jpeg_is_shown_through_a_reduced_decode_with_full_size_geometry(qt
     s = generate(np.random.default_rng(9), label=8, size=(6000, 4000))
     path = tmp_path / "big.jpg"
     s.image.save(path, quality=90)
-    with qtbot.waitSignal(win.overlayDrawn, timeout=60_000):
+    with qtbot.waitSignal(win.sharpShown, timeout=60_000):  # after the draft's result, the sharp copy
         win.add_paths([str(path)])
     item = win.items[str(path)]
     assert item.result.geometry.original_size == (6000, 4000)

@@ -135,6 +135,20 @@ class Family:
     #: The modules whose attention :class:`.capture.AttentionCapture` records, in forward
     #: order; None: every ``nn.MultiheadAttention`` (:func:`.capture.multihead_attention_modules`).
     attention_modules: Callable[[nn.Module], list[nn.Module]] | None = None
+    #: The model split in three for class-specific maps (:mod:`.explain`); all four or none.
+    #: ``embed_tokens(module, x)``: the tokens (B, N, D) the first block takes (patches embedded,
+    #: prefix tokens put in front, position embeddings added);
+    #: ``encoder_blocks(module)``: the blocks in forward order, each (B, N, D) → (B, N, D) and
+    #: holding one of ``attention_modules`` (in the same order), taking any number of tokens;
+    #: ``classify_tokens(module, tokens)``: the logits from the last block's output (final norm,
+    #: pooling, head), so that ``classify_tokens(encoder_blocks…(embed_tokens(x)))`` is the
+    #: model's forward;
+    #: ``gradcam_layer(module, index)``: block ``index``'s first LayerNorm, whose output token
+    #: Grad-CAM reads (pytorch-grad-cam's ViT target layer).
+    embed_tokens: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    encoder_blocks: Callable[[nn.Module], list[nn.Module]] | None = None
+    classify_tokens: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
+    gradcam_layer: Callable[[nn.Module, int], nn.Module] | None = None
     #: Preprocessing for a checkpoint that names none, from its (height, width) and patch size.
     default_preprocessing: Callable[[tuple[int, int], int], Preprocessing] = imagenet_preprocessing
     #: Labels for a checkpoint that brings none, from its class count.
@@ -163,7 +177,7 @@ def register(family: Family, *, replace: bool = False) -> Family:
 #: The hooks of :class:`Family` a family module may define as functions of those names.
 HOOKS = ("recognise", "build", "num_classes", "owns_module", "build_entry", "recognise_folder",
          "load_folder", "attention_modules", "default_preprocessing", "default_labels",
-         "resize")  # fmt: skip
+         "resize", "embed_tokens", "encoder_blocks", "classify_tokens", "gradcam_layer")  # fmt: skip
 
 
 def register_module(
@@ -262,6 +276,10 @@ TOKEN_VIT_HOOKS: dict[str, Any] = {
     "owns_module": lambda module: isinstance(module, TokenViT),
     "attention_modules": lambda module: module.attention_modules(),
     "resize": _token_vit_resize,
+    "embed_tokens": lambda module, x: module.embed(x),
+    "encoder_blocks": lambda module: list(module.blocks),
+    "classify_tokens": lambda module, tokens: module.classify_tokens(tokens),
+    "gradcam_layer": lambda module, index: module.blocks[index].norm1,
 }
 
 

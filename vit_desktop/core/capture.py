@@ -6,8 +6,12 @@ in-projection, ``scaled_dot_product_attention``, out-projection) and keeps only 
 app can show:
 
 * the CLS token's attention row for every head (``softmax(q_cls·Kᵀ/√d)``, float32), and
-* the queries and keys (float16), from which any other row, any head fusion and attention
-  rollout are recomputed exactly on demand, without running the model again.
+* the queries and keys (float32), from which any other row, any head fusion and attention
+  rollout are recomputed exactly on demand, without running the model again.  Where the
+  float32 copy of one image's queries and keys would pass :data:`QK_FLOAT32_BUDGET` (ViT-H/14
+  at 518 px: 449 MB) they are kept in float16 instead, and the result says its maps are
+  approximate (:attr:`.results.AttentionResult.approximate`): a float16 rounding can flip which
+  entries rollout's discard removes (up to 2.4e-3 on maps whose values are 5e-3–1.4e-2).
 
 Why not ``need_weights=True``: that switches the module to its slow path and builds every
 full (heads × N × N) matrix, which costs ~14% on ViT-B/16 and gigabytes on ViT-H/14 at
@@ -62,13 +66,25 @@ def multihead_attention_modules(model: nn.Module) -> list[nn.MultiheadAttention]
     return mods
 
 
+#: The most bytes one image's captured queries and keys may take in float32 (2 · layers ·
+#: tokens · width · 4 B); beyond it they are kept in float16 (half of it) and the maps are
+#: approximate.  Only the largest models pass it: ViT-H/14 at 518 px (449 MB); ViT-L/16 at
+#: 512 px (201 MB), ViT-H/14 at 224 px (84 MB) and ViT-B/16 (15 MB) stay exact.
+QK_FLOAT32_BUDGET = 256 << 20
+
+
+def qk_dtype(layers: int, heads: int, tokens: int, head_dim: int) -> torch.dtype:
+    """float32 when one image's queries and keys fit :data:`QK_FLOAT32_BUDGET`, else float16."""
+    return torch.float32 if 2 * layers * heads * tokens * head_dim * 4 <= QK_FLOAT32_BUDGET else torch.float16
+
+
 @dataclass
 class _Store:
     keep_qk: bool
     num_layers: int
     cls_rows: list[torch.Tensor] = field(default_factory=list)  # each (B, H, N) float32
-    # Queries and keys go straight into one preallocated (B, L, H, N, d) float16 buffer
-    # each, so collecting them never needs a second copy (ViT-H/14 at 518 px: 2×112 MB).
+    # Queries and keys go straight into one preallocated (B, L, H, N, d) buffer each (float32,
+    # or float16 past the budget), so collecting them never needs a second copy.
     q: torch.Tensor | None = None
     k: torch.Tensor | None = None
 
@@ -80,8 +96,9 @@ class _Store:
         if self.q is None:
             b, h, n, d = q.shape
             shape = (b, self.num_layers, h, n, d)
-            self.q = torch.empty(shape, dtype=torch.float16, device="cpu")
-            self.k = torch.empty(shape, dtype=torch.float16, device="cpu")
+            dtype = qk_dtype(self.num_layers, h, n, d)
+            self.q = torch.empty(shape, dtype=dtype, device="cpu")
+            self.k = torch.empty(shape, dtype=dtype, device="cpu")
         if self.q.dtype == torch.float16 and max(float(q.abs().amax()), float(k.abs().amax())) > _FP16_MAX:
             # Beyond float16's range the maps would turn to NaN: keep this result in float32.
             self.q, self.k = self.q.float(), self.k.float()
@@ -162,7 +179,8 @@ class AttentionCapture:
         self._remove()
 
     def collect(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(cls (B, L, H, N) float32, q (B, L, H, N, d) float16 or None, k likewise)."""
+        """(cls (B, L, H, N) float32, q (B, L, H, N, d) float32 (float16 past
+        :data:`QK_FLOAT32_BUDGET`) or None, k likewise)."""
         s = self.store
         if not s.cls_rows:
             raise RuntimeError("no attention was captured: did the forward pass run?")

@@ -4,7 +4,8 @@ Every entry carries what the app needs to know about a model without building it
 patch grid, accuracy, file size, GFLOPs, download URL and hash, preprocessing and labels.
 The torchvision entries are read from torchvision's own weight enums (``meta`` and
 ``transforms()``), so nothing about 224 px, 16-px patches or ImageNet statistics is
-written here.
+written here.  The DeiT entries (facebookresearch/deit's published weights, built by the
+timm family) are written out in :data:`DEIT` from the DeiT paper and repository.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class ModelEntry:
     weights_name: str | None = None  # torchvision enum member, e.g. IMAGENET1K_SWAG_E2E_V1
     license: str | None = None
     aliases: tuple[str, ...] = ()
+    #: A sentence shown with the entry in menus and listings (where the weights come from).
+    note: str | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -105,6 +108,7 @@ class ModelEntry:
             "sha256": self.sha256,
             "filename": self.filename,
             "preprocessing": self.preprocessing.to_dict(),
+            "note": self.note,
         }
         if downloaded is not None:
             d["downloaded"] = downloaded
@@ -177,6 +181,57 @@ def _hash_prefix(filename: str) -> str | None:
     return None
 
 
+#: DeiT (Touvron et al. 2021), facebookresearch/deit's ImageNet-1k weights: id, name, timm
+#: builder, parameters, acc@1, acc@5, GFLOPs, file size (MB), file name (ending in the first
+#: 8 hex digits of its SHA-256).
+DEIT: tuple[tuple[str, str, str, int, float, float, float, float, str], ...] = (
+    ("deit-ti-16", "DeiT-Ti/16", "deit_tiny_patch16_224", 5_717_416, 72.2, 91.1, 1.3, 21.9,
+     "deit_tiny_patch16_224-a1311bcf.pth"),
+    ("deit-s-16", "DeiT-S/16", "deit_small_patch16_224", 22_050_664, 79.8, 95.0, 4.6, 84.2,
+     "deit_small_patch16_224-cd65a155.pth"),
+    ("deit-ti-16-distilled", "DeiT-Ti/16 distilled", "deit_tiny_distilled_patch16_224", 5_910_800, 74.5,
+     91.9, 1.3, 22.6, "deit_tiny_distilled_patch16_224-b40b3cf7.pth"),
+    ("deit-s-16-distilled", "DeiT-S/16 distilled", "deit_small_distilled_patch16_224", 22_436_432, 81.2,
+     95.4, 4.7, 85.6, "deit_small_distilled_patch16_224-649709d9.pth"),
+)  # fmt: skip
+DEIT_URL = "https://dl.fbaipublicfiles.com/deit/"
+DEIT_NOTE = (
+    "facebookresearch/deit weights, checked against the 8-digit hash prefix they publish; "
+    "the full SHA-256 is recorded on first download and checked from then on"
+)
+
+
+def _deit_entries(labels: tuple[str, ...]) -> list[ModelEntry]:
+    """The DeiT entries with ``labels`` (ImageNet-1k's, as torchvision names them).  DeiT's
+    evaluation: the shorter side to 256 px (crop ratio 0.875), bicubic, 224-px centre crop,
+    ImageNet mean and standard deviation."""
+    pre = Preprocessing(input_size=(224, 224), patch_size=16, mean=(0.485, 0.456, 0.406),
+                        std=(0.229, 0.224, 0.225), mode="resize_crop", resize_size=256,
+                        interpolation="bicubic")  # fmt: skip
+    return [
+        ModelEntry(
+            id=eid,
+            display_name=f"{title} (224 px)",
+            group="DeiT",
+            architecture=f"timm:{builder}",
+            params=params,
+            preprocessing=pre,
+            labels=labels,
+            acc1=acc1,
+            acc5=acc5,
+            gflops=gflops,
+            file_size_mb=size,
+            url=DEIT_URL + filename,
+            sha256=_hash_prefix(filename),
+            filename=filename,
+            license="Apache-2.0",
+            aliases=(builder,),
+            note=DEIT_NOTE,
+        )  # fmt: skip
+        for eid, title, builder, params, acc1, acc5, gflops, size, filename in DEIT
+    ]
+
+
 @functools.lru_cache(maxsize=1)
 def _demo_entry() -> ModelEntry:
     from .demo.model import CONFIG, PREPROCESSING, WEIGHTS_FILE, weights_resource
@@ -230,7 +285,9 @@ def _demo_accuracy() -> float | None:
 
 @functools.lru_cache(maxsize=1)
 def _builtin() -> tuple[ModelEntry, ...]:
-    return (_demo_entry(), *_torchvision_entries())
+    torchvision = _torchvision_entries()
+    imagenet = next(e.labels for e in torchvision if e.group == "ImageNet-1k")
+    return (_demo_entry(), *torchvision, *_deit_entries(imagenet))
 
 
 _extra: list[ModelEntry] = []

@@ -3,13 +3,21 @@
 One record per image (:meth:`ClassificationResult.to_dict`, or ``{"path", "error"}``); the
 command line streams them and File › Export Results writes the same fields.  Paths whose
 bytes are not UTF-8 are written with ``\\xNN`` escapes, never dropped, never a crash.
+
+A JSON-lines output can be resumed: it is only ever appended to, a line at a time, so a
+crash leaves at most a torn last line, which :func:`read_done` ignores and
+:func:`open_append` cuts before writing on.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from .text import display, json_safe
@@ -80,12 +88,16 @@ def csv_cell(value):
 
 
 class ResultWriter:
-    """Writes records to a text stream as JSON lines, CSV rows or table lines."""
+    """Writes records to a text stream as JSON lines, CSV rows or table lines.
 
-    def __init__(self, fmt: str, stream: IO[str]) -> None:
+    ``sync_s``: for a file that must survive a machine crash too, the records written are
+    forced to the disk (fsync) at most this many seconds apart, and by :meth:`sync`."""
+
+    def __init__(self, fmt: str, stream: IO[str], sync_s: float | None = None) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown result format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt, self.stream = fmt, stream
+        self.sync_s, self._synced = sync_s, time.monotonic()
         self.csv = None
         if fmt == "csv":
             self.csv = csv.DictWriter(stream, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -101,6 +113,17 @@ class ResultWriter:
         else:
             self.stream.write(table_line(obj) + "\n")
         self.stream.flush()
+        if self.sync_s is not None and time.monotonic() - self._synced >= self.sync_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Everything written so far onto the disk (when the stream is a file)."""
+        self.stream.flush()
+        try:
+            os.fsync(self.stream.fileno())
+        except (AttributeError, OSError, ValueError):  # a pipe, a terminal, a StringIO
+            pass
+        self._synced = time.monotonic()
 
 
 def format_for(path: str) -> str:
@@ -121,3 +144,108 @@ def write_results(records: Iterable[dict], path: str) -> int:
             w.write(obj)
             n += 1
     return n
+
+
+# -- one outcome's record (both engines) --------------------------------------------------------
+
+
+def outcome_record(
+    res, overlay_dir: Path | None = None, max_pixels: int | None = None
+) -> tuple[dict, str | None]:
+    """The record of one outcome (a ClassificationResult or an ImageFailure) as the command
+    line writes it, whichever engine classified it.  With ``overlay_dir`` the default map's
+    overlay is written there first and the record says which file it is (``overlay_file``,
+    null when none was written); the second value is why an overlay could not be written
+    (the classification stays in the record), else None."""
+    obj = res.to_dict()
+    if overlay_dir is None:
+        return obj, None
+    written, err = None, None
+    if "error" not in obj and getattr(res, "attention", None) is not None:
+        written, err = write_overlay(res, overlay_dir, max_pixels)
+    obj["overlay_file"] = json_safe(str(written)) if written else None
+    return obj, err
+
+
+def write_overlay(res, out_dir: Path, max_pixels: int | None) -> tuple[Path | None, str | None]:
+    """The default map over the image at its own resolution, as a new NAME.overlay.png
+    (NAME-1.overlay.png, … when taken; never through a link, never over a file): the path
+    written, or the reason in one line when it cannot be drawn or written."""
+    from . import maps
+    from .errors import VitDesktopError
+    from .overlay import render_on_original, save_new_png
+
+    try:
+        grid = maps.compute(res.attention, maps.DEFAULT_MAP)
+        img = render_on_original(res.source, grid, res.geometry, max_pixels=max_pixels)
+        return save_new_png(img, out_dir, res.source), None
+    except VitDesktopError as exc:
+        return None, exc.one_line()
+
+
+# -- resuming a JSON-lines output ---------------------------------------------------------------
+
+
+@dataclass
+class Done:
+    """What a JSON-lines output already holds: the paths it has a record for (as records
+    write them, :func:`json_safe`), how many of those records are failures, and how many
+    lines could not be read (a torn last line after a crash)."""
+
+    paths: set[str] = field(default_factory=set)
+    failed: int = 0
+    unreadable: int = 0
+
+    def has(self, path: str) -> bool:
+        return json_safe(str(path)) in self.paths
+
+
+def read_done(path: str | os.PathLike[str]) -> Done:
+    """The records already in ``path`` (none when it does not exist).  A line that is not a
+    whole JSON record with a path (a torn last line) is counted, not trusted."""
+    done = Done()
+    try:
+        f = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return done
+    with f:
+        for raw in f:
+            try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("torn")
+                obj = json.loads(raw)
+                p = obj["path"]
+                if not isinstance(p, str):
+                    raise ValueError("no path")
+            except (ValueError, KeyError, TypeError):
+                done.unreadable += 1
+                continue
+            if p not in done.paths:
+                done.paths.add(p)
+                done.failed += "error" in obj
+    return done
+
+
+def open_append(path: str | os.PathLike[str]) -> IO[str]:
+    """``path`` opened for appending records (created when missing), after cutting a torn
+    last line so that the next record starts on a line of its own."""
+    try:
+        with open(path, "rb+") as f:
+            end = f.seek(0, os.SEEK_END)
+            keep = end
+            while keep > 0:  # back to just after the last newline
+                start = max(0, keep - 65536)
+                f.seek(start)
+                block = f.read(keep - start)
+                if end == keep and block.endswith(b"\n"):
+                    break
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    keep = start + nl + 1
+                    break
+                keep = start
+            if keep != end:
+                f.truncate(keep)
+    except FileNotFoundError:
+        pass
+    return open(path, "a", encoding="utf-8", newline="", errors="backslashreplace")  # noqa: SIM115

@@ -120,6 +120,21 @@ class LoadedImage:
         """Decoded width ÷ original width (1.0 unless ``draft()`` reduced the decode)."""
         return self.image.width / self.original_size[0]
 
+    @property
+    def reduced(self) -> bool:
+        """Whether ``draft()`` decoded fewer pixels than the original has."""
+        return self.image.size != self.original_size
+
+
+def fit_within(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """(width, height) of ``size`` shrunk to at most ``side`` on its longer side, in
+    proportion (never enlarged).  As a ``min_size`` for :func:`load_image`
+    (``lambda full: fit_within(full, side)``) a large JPEG decodes at the smallest scale
+    that still covers a copy of that size."""
+    w, h = size
+    s = min(1.0, side / max(w, h, 1))
+    return max(1, round(w * s)), max(1, round(h * s))
+
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from torch import nn
 
-from . import architectures, catalog, checkpoints, families, weights  # noqa: F401 (families: registers them)
-from .errors import CorruptCacheError, VitDesktopError, WeightsError
+from . import architectures, catalog, checkpoints, families, hub, weights  # noqa: F401 (families: registers them)
+from .errors import CheckpointError, CorruptCacheError, VitDesktopError, WeightsError
 from .preprocess import Preprocessing
 from .safe_files import is_out_of_memory
 
@@ -44,10 +44,13 @@ def load_model(model: str | os.PathLike[str] | catalog.ModelEntry = catalog.DEMO
                pretrained: bool = True, progress: weights.Progress | None = None,
                cancel: weights.Cancel | None = None, allow_download: bool = True,
                labels: str | os.PathLike[str] | None = None) -> LoadedModel:  # fmt: skip
-    """The model named by a catalog id, a catalog entry or a checkpoint path.
+    """The model named by a catalog id, a catalog entry, a checkpoint path or a Hugging Face
+    model (``hf:ORG/NAME[@REVISION]``, :mod:`.hub`).
 
     ``pretrained=False`` builds a catalog entry's architecture with random weights.
     ``labels``: a labels file for a checkpoint (instead of the ones next to it)."""
+    if isinstance(model, str) and hub.is_hub_id(model):
+        return hub_model(model, progress, cancel, allow_download, labels)
     if isinstance(model, catalog.ModelEntry):
         entry: catalog.ModelEntry | None = model
     else:
@@ -58,6 +61,19 @@ def load_model(model: str | os.PathLike[str] | catalog.ModelEntry = catalog.DEMO
         return LoadedModel(built.module, built.preprocessing, built.labels, os.fspath(model), built.name)
     module = build_entry_module(entry, pretrained, progress, cancel, allow_download)
     return LoadedModel(module, entry.preprocessing, entry.labels, entry.id, entry.display_name)
+
+
+def hub_model(text: str, progress: weights.Progress | None = None, cancel: weights.Cancel | None = None,
+              allow_download: bool = True, labels: str | os.PathLike[str] | None = None) -> LoadedModel:  # fmt: skip
+    """A Hugging Face model: its snapshot in the Hugging Face cache (downloaded and verified
+    when needed, :func:`.hub.fetch`), opened as a model folder by its family."""
+    ref = hub.parse(text)
+    folder = hub.fetch(ref, progress, cancel, allow_download)
+    try:
+        built = checkpoints.load_checkpoint(folder, display_name=ref.display, labels=labels)
+    except CheckpointError as exc:  # it names the snapshot folder (a commit hash): name the model
+        raise CheckpointError(f"{ref.display}: {str(exc).removeprefix(folder.name + ': ')}") from None
+    return LoadedModel(built.module, built.preprocessing, built.labels, ref.text, built.name)
 
 
 def build_entry_module(entry: catalog.ModelEntry, pretrained: bool = True,
@@ -122,8 +138,10 @@ def cached_state(entry: catalog.ModelEntry, path: Path) -> architectures.StateDi
 
 
 def looks_like_path(text: str) -> bool:
-    """True when ``text`` names a file rather than a catalog id: it exists, ends in a
-    checkpoint suffix, or holds a path separator."""
+    """True when ``text`` names a file rather than a catalog id or a Hugging Face model
+    (``hf:ORG/NAME``): it exists, ends in a checkpoint suffix, or holds a path separator."""
+    if hub.is_hub_id(text):
+        return False
     if os.path.exists(text):
         return True
     return text.lower().endswith(CHECKPOINT_SUFFIXES) or os.sep in text

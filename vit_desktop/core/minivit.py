@@ -184,6 +184,11 @@ class MiniViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All output tokens (B, 1 + rows*cols, D), CLS first."""
+        return self.transformer(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The tokens (B, 1 + rows*cols, D) the first encoder layer takes: CLS first,
+        position embeddings added."""
         b = x.shape[0]
         if self.config.input_norm:
             # Per-image contrast normalisation: shapes of any colour on any background
@@ -193,8 +198,13 @@ class MiniViT(nn.Module):
             x = (x - mean) / (std + 1e-2)
         x = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(b, -1, -1), x), dim=1)
-        x = x + self.pos_embed
-        return self.transformer(x)
+        return x + self.pos_embed
+
+    def classify_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits from the last encoder layer's output (final norm, CLS token, head), for
+        a sequence of any length (token occlusion drops patch tokens)."""
+        norm = self.transformer.norm
+        return self.mlp_head((norm(tokens) if norm is not None else tokens)[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp_head(self.forward_features(x)[:, 0])

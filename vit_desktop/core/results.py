@@ -61,9 +61,11 @@ class AttentionResult:
     ``cls``: (layers, heads, tokens) float32, the query's row of every head: the CLS token's
     attention, or for a model without one (``layout.query == "mean"``) the mean of the patch
     tokens' attention rows.
-    ``q``, ``k``: (layers, heads, tokens, head_dim) float16 (float32 for the rare model whose
-    values exceed float16's range) or None; any other attention
-    row, head fusion or rollout is recomputed from them exactly.
+    ``q``, ``k``: (layers, heads, tokens, head_dim) float32 or None; any other attention row,
+    head fusion or rollout is recomputed from them exactly (to float32 rounding).  Models whose
+    float32 copy would pass :data:`.capture.QK_FLOAT32_BUDGET` (ViT-H/14 at 518 px) keep them
+    in float16 (float32 again where a value exceeds float16's range): then :attr:`approximate`
+    is true and the panel says so.
     """
 
     cls: np.ndarray
@@ -84,6 +86,13 @@ class AttentionResult:
                 f"{self.cls.shape[-1]} tokens do not match a {rows}×{cols} grid plus "
                 f"{self.num_prefix_tokens} prefix token(s)"
             )
+
+    @property
+    def approximate(self) -> bool:
+        """True when the queries and keys were kept in float16 (past the memory budget): rows
+        other than the query's, head fusions and rollout are then approximate (the query's own
+        rows, ``cls``, are always float32)."""
+        return self.q is not None and self.q.dtype == np.float16
 
     @property
     def num_layers(self) -> int:

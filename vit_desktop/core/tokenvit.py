@@ -158,7 +158,12 @@ class PatchEmbed(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention``; ``observer``, when
-    set (attention capture), is called with the queries and keys (B, H, N, d) of every forward."""
+    set (attention capture), is called with the queries and keys (B, H, N, d) of every forward.
+
+    ``explicit``, when set (class-specific maps, :mod:`.explain_model`), switches to the explicit
+    computation A = softmax(q·kᵀ/√d), out = A·v (timm's unfused path) and is called with the
+    attention probabilities A (B, H, N, N) before they are used, so a backward pass can give
+    their gradient; unset (the default), the fused kernel runs as before."""
 
     def __init__(self, cfg: TokenViTConfig) -> None:
         super().__init__()
@@ -169,6 +174,7 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=cfg.eps) if cfg.qk_norm else nn.Identity()
         self.proj = nn.Linear(cfg.inner_dim, cfg.width, bias=cfg.proj_bias) if cfg.proj else nn.Identity()
         self.observer = None
+        self.explicit = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -177,7 +183,12 @@ class Attention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.observer is not None:
             self.observer(q, k)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.explicit is not None:
+            attn = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+            self.explicit(attn)
+            out = attn @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -266,7 +277,9 @@ class TokenViT(nn.Module):
             out.append(self.reg_token.expand(b, -1, -1))
         return out
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The tokens (B, prefix + rows·cols, D) the first block takes: patches embedded, prefix
+        tokens in front, position embeddings added, ``norm_pre``."""
         cfg = self.cfg
         rows, cols = x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size
         if (rows, cols) != tuple(cfg.grid):
@@ -279,14 +292,25 @@ class TokenViT(nn.Module):
             x = torch.cat([*prefix, x], dim=1) + self.pos_embed
         else:
             x = torch.cat([*prefix, x + self.pos_embed.to(x.dtype)], dim=1)
-        x = self.norm_pre(x)
+        return self.norm_pre(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
 
+    def classify_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The logits from the last block's output tokens (final norm, pooling, head): with
+        :meth:`embed` and the blocks, the forward pass in three parts, for a sequence of any
+        length (token occlusion drops patch tokens)."""
+        return self._pool_head(self.norm(tokens))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pool_head(self.forward_features(x))
+
+    def _pool_head(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        x = self.forward_features(x)
         if cfg.pool == "token":
             pooled = x[:, 0]
         elif cfg.pool == "avg":

@@ -1,13 +1,18 @@
 """The image pane: the picture, the attention overlay through the geometry, the patch grid,
-the crop box with the unseen area dimmed, zoom, pan and hover."""
+the crop box with the unseen area dimmed, zoom, pan and hover.
+
+Everything is placed in the original image's pixel coordinates, whatever the size of the
+copy on screen: a draft copy can give way to the sharp one (:meth:`ImageView.swap_image`)
+without moving the overlay, the grid or the view."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ..core.preprocess import Geometry
+from .pixels import ScreenCopy
 
 
 class ImageView(QWidget):
@@ -21,9 +26,8 @@ class ImageView(QWidget):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(240, 180)
-        self._image: QImage | None = None
-        self._scaled: QPixmap | None = None
-        self._scaled_key: tuple | None = None
+        self._image: ScreenCopy | QImage | None = None  # what set_image was given
+        self._copy: ScreenCopy | None = None  # the same, with its levels
         self._original: tuple[int, int] = (0, 0)
         self._overlay: QImage | None = None
         self._geometry: Geometry | None = None
@@ -38,16 +42,30 @@ class ImageView(QWidget):
         self.setAccessibleName("Image")
 
     # -- content -----------------------------------------------------------------------
-    def set_image(self, image: QImage | None, original_size: tuple[int, int] | None = None) -> None:
+    def set_image(
+        self, image: ScreenCopy | QImage | None, original_size: tuple[int, int] | None = None
+    ) -> None:
+        """A new picture: the overlay, geometry and hover go, the view fits it."""
         self._image = image
-        self._scaled: QPixmap | None = None
-        self._scaled_key: tuple | None = None
+        self._copy = _copy_of(image)
         self._original = original_size or ((image.width(), image.height()) if image else (0, 0))
         self._overlay = None
         self._geometry = None
         self._hover = None
         self._fit = True
         self.update()
+
+    def swap_image(self, image: ScreenCopy | QImage) -> None:
+        """The same picture, sharper (the sharp copy after the draft): the original size,
+        geometry, overlay, hover, zoom and pan stay as they are, so nothing moves."""
+        self._image = image
+        self._copy = _copy_of(image)
+        self.update()
+
+    @property
+    def picture(self) -> QImage | None:
+        """The largest copy of the picture the view holds (its screen copy)."""
+        return self._copy.levels[0] if self._copy is not None else None
 
     def set_geometry(self, geom: Geometry | None) -> None:
         self._geometry = geom
@@ -117,13 +135,12 @@ class ImageView(QWidget):
         z, off = self._transform()
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, z < 2)
         p.translate(off)
-        base = self._base_pixmap(z)
-        if base is not None:  # drawn 1:1 from a copy scaled once per zoom level
-            p.drawPixmap(QPointF(0, 0), base)
         p.scale(z, z)
         target = QRectF(0, 0, ow, oh)
-        if base is None:
-            p.drawImage(target, self._image)
+        # The smallest level at least as large as the picture on screen: the painter shrinks
+        # it to no less than half its size (a millisecond or two, and sharp enough); the GUI
+        # thread never resizes the full screen copy.
+        p.drawImage(target, self._copy.level_for(ow * z * self.devicePixelRatioF()))
         if self._overlay is not None:
             p.drawImage(target, self._overlay)
         g = self._geometry
@@ -132,23 +149,6 @@ class ImageView(QWidget):
         p.resetTransform()
         self._paint_drop_hint(p)
         p.end()
-
-    def _base_pixmap(self, z: float) -> QPixmap | None:
-        """The picture scaled (smoothly) to the screen once per zoom level: repainting a
-        3000-px image with smooth scaling on every slider move would stall the window."""
-        ow, oh = self._original
-        dpr = self.devicePixelRatioF()
-        w, h = max(1, round(ow * z * dpr)), max(1, round(oh * z * dpr))
-        if w >= self._image.width():  # zoomed in past the image's pixels: the painter scales
-            return None
-        key = (id(self._image), w, h)
-        if self._scaled_key != key:
-            scaled = self._image.scaled(w, h, Qt.AspectRatioMode.IgnoreAspectRatio,
-                                        Qt.TransformationMode.SmoothTransformation)  # fmt: skip
-            self._scaled = QPixmap.fromImage(scaled)
-            self._scaled.setDevicePixelRatio(dpr)
-            self._scaled_key = key
-        return self._scaled
 
     def _paint_drop_hint(self, p: QPainter) -> None:
         """While something is dragged over the window: a highlighted frame and what a drop
@@ -253,3 +253,11 @@ class ImageView(QWidget):
             self._hover = None
             self.update()
         self.hoverLeft.emit()
+
+
+def _copy_of(image: ScreenCopy | QImage | None) -> ScreenCopy | None:
+    if image is None or isinstance(image, ScreenCopy):
+        return image
+    if image.format() not in (QImage.Format.Format_RGB32, QImage.Format.Format_ARGB32_Premultiplied):
+        image = image.convertToFormat(QImage.Format.Format_RGB32)  # drawn without converting it each time
+    return ScreenCopy((image,))

@@ -24,6 +24,14 @@ class Intake:
         """Files and folders; folders are walked on a thread of their own and their images
         arrive in batches (the first one shown); many files run as a background job."""
         win = self.win
+        models = [p for p in paths if transfer.is_model_path(p)]
+        if models:  # a model file or folder is opened as the model, not classified
+            win.load_model(os.path.abspath(models[0]))
+            if len(models) > 1:
+                win.status.say(f"Opened {os.path.basename(os.path.normpath(models[0]))}: one model at a time", 8000)
+            paths = [p for p in paths if p not in models]
+            if not paths:
+                return
         for p in paths:
             win.settings.add_recent(os.path.abspath(p))
         win.fill_recent()

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QScrollArea
 
 from ..core.results import ImageFailure
 from ..core.text import display
-from . import menus, render
+from . import menus
 from .file_actions import FileActions
 from .gallery import Gallery
 from .image_view import ImageView
@@ -27,6 +27,7 @@ from .settings import Settings
 from .status import StatusPanel
 from .worker import WorkerThread
 
+SHARPENING = "Decoding the full-resolution picture…"
 STILL_RUNNING: list = []  # worker threads that did not stop within 2 s of a close
 
 
@@ -41,14 +42,17 @@ class MainWindow(QMainWindow):
     # generation, model ("" = the default), device, whether a download is allowed, labels file
     requestLoad = Signal(int, object, str, bool, object)
     requestClassify = Signal(int, object, object, int)  # generation, key, source, request number
+    requestSharp = Signal(int, object, object, int)  # the same, for the sharp copy of a draft on screen
     requestMany = Signal(int, object, int, object)  # generation, file keys, job id, cancel check
     requestCatalog = Signal()
     requestFast = Signal(bool)
+    requestInputSize = Signal(object)  # (height, width) for the next model loaded, or None: trained
     # key, source, (map, geometry), colormap, opacity, destination ("" = clipboard)
     requestOverlay = Signal(object, object, object, str, float, str)
     # Emitted on the GUI thread (connect plain functions to these, not to the worker's).
     modelReady = Signal(object)
     overlayDrawn = Signal()
+    sharpShown = Signal()  # the sharp screen copy took the draft's place on screen
     fastChanged = Signal(bool, str)  # fast mode on?, why it could not be turned on ("" = fine)
     overlayExported = Signal(str, str)  # destination ("" = clipboard), error ("" = fine)
     errorShown = Signal(object, str)  # what (model or an image key), message
@@ -126,10 +130,13 @@ class MainWindow(QMainWindow):
         w = self.worker.worker
         self.requestLoad.connect(w.load_model)
         self.requestClassify.connect(w.classify)
+        self.requestSharp.connect(w.sharpen)
+        w.sharpReady.connect(self._on_sharp)
         self.requestMany.connect(w.classify_many)
         self.requestCatalog.connect(w.describe)
         self.requestOverlay.connect(w.render_overlay)
         self.requestFast.connect(w.set_fast)
+        self.requestInputSize.connect(w.want_input_size)
         w.dropped.connect(self._on_dropped)
         w.notice.connect(self._on_notice)
         w.resultReady.connect(self._on_result)
@@ -257,7 +264,7 @@ class MainWindow(QMainWindow):
         if item is None:
             return
         if shown.display is not None:
-            item.display = render.rgb_to_qimage(shown.display)
+            self.session.take_display(item, shown.display, shown.display.draft)
         if shown.detailed:
             self.session.keep_detailed(key)
             self.status.time.setText(f"{res.latency_ms:.0f} ms")
@@ -324,6 +331,30 @@ class MainWindow(QMainWindow):
             placeholder = "Classifying…" if self.model_ready else "Loading the model…"
         self.predictions.set_result(item.result)
         self.overlay.show(item, placeholder)
+        self._ask_sharp(item.key)
+
+    def _ask_sharp(self, key) -> None:
+        """Shown from a draft decode: the worker decodes the sharp copy (said in the status
+        bar only when it takes over a second)."""
+        seq = self.session.sharp_request(key)
+        if seq is None:
+            return
+        self.worker.worker.bump_detail(seq)
+        self.requestSharp.emit(self.session.model_generation, key, self.items[key].source, seq)
+        QTimer.singleShot(1000, self, lambda: self._sharp_late(key, seq))
+
+    def _sharp_late(self, key, seq: int) -> None:
+        item = self.session.item(key)
+        if key == self.current and item is not None and item.sharp_asked == seq:
+            self.status.say(SHARPENING, 10000)
+
+    def _on_sharp(self, key, seq: int, copy) -> None:
+        item = self.session.sharp_arrived(key, seq, copy)
+        if self.statusBar().currentMessage() == SHARPENING:
+            self.statusBar().clearMessage()
+        if item is not None and key == self.current:
+            self.view.swap_image(copy)  # same original size: the overlay and the view stay put
+            self.sharpShown.emit()
 
     # -- drops and paste -------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:  # noqa: N802

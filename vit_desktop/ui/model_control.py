@@ -13,6 +13,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from ..core.defaults import DEFAULT_IMAGENET_ID, DEMO_ID
+from .input_size_menu import InputSizeMenu
 from .jobs import JobKind
 from .model_menu import ModelMenus
 
@@ -56,6 +57,13 @@ class ModelControl(QObject):
         self.fast_action.setShortcut(QKeySequence("Ctrl+Shift+F"))
         self.fast_action.toggled.connect(self._toggle_fast)
         self._add_fast_action()
+        self.hub_action = QAction("Open from &Hugging Face…", window)
+        self.hub_action.setStatusTip("Download a Vision Transformer from the Hugging Face Hub (ORG/NAME)")
+        self.hub_action.triggered.connect(self.choose_hub_model)
+        self.hub_dialog = None
+        self.menus.model_menu.addAction(self.hub_action)
+        self.input_size = InputSizeMenu(self)
+        self.input_size.attach(self.menus.model_menu)
         w = window.worker.worker
         w.modelLoaded.connect(self._on_loaded)
         w.catalogReady.connect(self._on_catalog)
@@ -73,15 +81,18 @@ class ModelControl(QObject):
     def start(self) -> None:
         self.load(self.first, allow_download=self.first_download)
 
-    def load(self, model: str, allow_download: bool = False, labels: str = "") -> None:
+    def load(self, model: str, allow_download: bool = False, labels: str = "",
+             input_size: tuple[int, int] | None = None) -> None:  # fmt: skip
         """Load in the worker; queued work for the old model is dropped (latest wins).
-        ``labels``: a labels file for a checkpoint."""
+        ``labels``: a labels file for a checkpoint; ``input_size``: (height, width) to run the
+        model at instead of its trained size (Model › Input Size)."""
         win = self.win
         gen = win.session.next_generation()
         win.worker.worker.bump(gen)  # the worker drops the old model's folder runs
         win.status.forget(JobKind.FOLDER, gen)
         self.labels = labels
         win.status.model.setText(f"Loading {model or 'the default model'}…")
+        win.requestInputSize.emit(input_size)  # queued before the load: applies to it
         win.requestLoad.emit(gen, model, self.device, allow_download, labels)
 
     def _on_loaded(self, gen: int, model_id: str, name: str, device: str, notice: str) -> None:
@@ -137,7 +148,9 @@ class ModelControl(QObject):
     def _on_catalog(self, models: list, devices: list) -> None:
         self.catalog = {m["id"]: m for m in models}
         self.menus.fill(models, devices, self.model_id, self.device)
-        self._add_fast_action()  # fill() cleared the menu
+        self._add_fast_action()  # fill() cleared the menus
+        self.menus.model_menu.addAction(self.hub_action)
+        self.input_size.attach(self.menus.model_menu)
         self._maybe_offer()
 
     def choose_model(self, entry: dict) -> None:
@@ -154,7 +167,7 @@ class ModelControl(QObject):
 
     def choose_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self.win, "Load checkpoint", "", "Checkpoints (*.pth *.pt *.safetensors);;All files (*)"
+            self.win, "Load checkpoint", "", "Checkpoints (*.pth *.pt *.safetensors *.bin);;All files (*)"
         )
         if not path:
             return
@@ -165,6 +178,25 @@ class ModelControl(QObject):
                 os.path.dirname(path), "Labels (*.txt *.json);;All files (*)",
             )  # fmt: skip
         self.load(path, labels=labels)
+
+    def choose_hub_model(self) -> None:
+        """Model › Open from Hugging Face…: ORG/NAME in a small dialog, then loaded (and
+        downloaded: progress and Cancel in the status bar) as ``hf:ORG/NAME``."""
+        from .hub_dialog import HubDialog
+
+        if self.hub_dialog is not None:
+            self.hub_dialog.raise_()
+            return
+        last = self.model_id if self.model_id and self.model_id.startswith("hf:") else ""
+        self.hub_dialog = dialog = HubDialog(self.win, last)
+        dialog.chosen.connect(lambda model: self.load(model, allow_download=True))
+        dialog.finished.connect(self._hub_dialog_closed)
+        dialog.open()
+
+    def _hub_dialog_closed(self) -> None:
+        if self.hub_dialog is not None:
+            self.hub_dialog.deleteLater()
+            self.hub_dialog = None
 
     def choose_device(self, device: str) -> None:
         self.device = device

@@ -37,6 +37,7 @@ class ModelMenus(QObject):
         self.entries: dict[str, dict] = {}
         self._models = QActionGroup(self)
         self._devices = QActionGroup(self)
+        model_menu.setToolTipsVisible(True)
         model_menu.addAction("Loading the catalog…").setEnabled(False)
         device_menu.addAction("Checking devices…").setEnabled(False)
 
@@ -55,6 +56,8 @@ class ModelMenus(QObject):
                 act.setCheckable(True)
                 act.setChecked(m["id"] == current_model)
                 act.setData(m["id"])
+                if m.get("note"):  # where the weights come from, how they are checked
+                    act.setToolTip(m["note"])
                 act.triggered.connect(lambda _=False, e=m: self.modelChosen.emit(e))
                 self._models.addAction(act)
                 self.model_menu.addAction(act)

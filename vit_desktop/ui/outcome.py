@@ -26,6 +26,6 @@ def explain(what: str, exc: BaseException) -> str:
 @dataclass(frozen=True)
 class Shown:
     result: object  # ClassificationResult | ImageFailure
-    display: np.ndarray | None  # uint8 RGB, at most DISPLAY_MAX_SIDE on its longer side
+    display: object | None  # the screen copy (pixels.ScreenCopy, made on the worker thread)
     thumb: np.ndarray | None = None  # uint8 RGB thumbnail
     detailed: bool = True  # full attention (q/k) and a display image; False for folder runs

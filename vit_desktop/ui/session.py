@@ -1,6 +1,7 @@
 """The window's session, free of Qt: the images it holds, the one on screen, which model
-generation results belong to (latest wins), which images keep their screen copy, and which
-go to a detail run or to a background folder job.
+generation results belong to (latest wins), which images keep their screen copy (and
+whether it is a draft decode's, waiting for its sharp copy), and which go to a detail run
+or to a background folder job.
 
 The window asks the session what to do and tells it what happened; the session never
 draws and never talks to the worker, so every rule here is tested headless
@@ -33,6 +34,8 @@ class Item:
     error: str | None = None
     detailed: bool = False  # full attention and the screen copy are here
     detail_gen: int = -1  # the model generation a full request was last sent for
+    sharp: bool = False  # the screen copy is the sharp one (not a draft decode's) of the file as added
+    sharp_asked: int = 0  # the request number of the sharp copy asked for (0: none)
 
     @property
     def done(self) -> bool:
@@ -81,6 +84,7 @@ class Session:
                 self.items[key] = item
                 created.append(item)
             item.result, item.error, item.detailed, item.detail_gen = None, None, False, -1
+            item.sharp, item.sharp_asked = False, 0  # the file may have changed: its copy is redone
             keys.append(key)
         if keys and (make_current or self.current is None):
             self.current = keys[0]
@@ -146,6 +150,39 @@ class Session:
             return "detail"
         return None if item.done else "background"
 
+    # -- the screen copy: a draft first, then the sharp one ----------------------------------
+    def take_display(self, item: Item, display: Any, draft: bool) -> None:
+        """A full result's screen copy (``draft``: from the model's reduced decode).  A draft
+        never replaces the sharp copy of the same file (a new model's result, say)."""
+        if draft and item.sharp and item.display is not None:
+            return
+        item.display, item.sharp = display, not draft
+
+    def sharp_request(self, key: Hashable) -> int | None:
+        """The request number for the sharp copy of ``key`` while it is shown from a draft
+        (it takes part in "latest wins" with full requests), or None when it needs none or
+        one is already asked for."""
+        item = self.items.get(key)
+        if (item is None or item.display is None or item.sharp or item.sharp_asked or not item.detailed
+                or item.error is not None):  # fmt: skip
+            return None
+        self.detail_seq += 1
+        item.sharp_asked = self.detail_seq
+        return item.sharp_asked
+
+    def sharp_arrived(self, key: Hashable, seq: int, display: Any) -> Item | None:
+        """The worker's answer to sharp request ``seq``: the item when ``display`` (the sharp
+        copy) took the draft's place; None when it was skipped, or is not the latest asked for
+        (the file was added again, or its copy dropped meanwhile)."""
+        item = self.items.get(key)
+        if item is None or not seq or item.sharp_asked != seq:
+            return None
+        item.sharp_asked = 0
+        if display is None:
+            return None  # skipped: asked again when the image is shown again
+        item.display, item.sharp = display, True
+        return item
+
     # -- results ---------------------------------------------------------------------------
     def accept(
         self, generation: int, key: Hashable, result: ClassificationResult, detailed: bool
@@ -183,6 +220,7 @@ class Session:
             if old is None:
                 continue
             old.display, old.detailed, old.detail_gen = None, False, -1
+            old.sharp, old.sharp_asked = False, 0
             res = old.result
             if res is not None and res.attention is not None and res.attention.q is not None:
                 light = dataclasses.replace(res.attention, q=None, k=None)
@@ -204,8 +242,9 @@ class Session:
         return self.item(self.current)
 
     def idle(self) -> bool:
-        """The model is ready and every image has its result or its error."""
-        return self.model_ready and all(i.done for i in self.items.values())
+        """The model is ready, every image has its result or its error, and no sharp copy
+        is awaited."""
+        return self.model_ready and all(i.done and not i.sharp_asked for i in self.items.values())
 
     def classified(self) -> int:
         return sum(i.result is not None for i in self.items.values())

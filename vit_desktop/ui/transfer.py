@@ -22,6 +22,22 @@ class Payload:
         return bool(self.paths or self.images or self.urls)
 
 
+#: File endings of model files a drop opens as the model (the core's loader decides the rest).
+MODEL_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+#: A folder holding ``config.json`` and one of these is a model folder (Hugging Face, timm).
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def is_model_path(path: str) -> bool:
+    """A model file (by its ending) or a model folder (``config.json`` and weights), which a
+    drop opens as the model instead of classifying."""
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "config.json")) and any(
+            os.path.isfile(os.path.join(path, w)) for w in FOLDER_WEIGHTS
+        )
+    return path.lower().endswith(MODEL_SUFFIXES) and os.path.isfile(path)
+
+
 def _web_urls(md: QMimeData) -> list[str]:
     from ..core.remote import is_web_url
 
@@ -57,6 +73,10 @@ def describe_drop(md: QMimeData) -> tuple[bool, str]:
     """Whether a drag can be dropped, and what a drop would do (or why not), in words."""
     if md.hasUrls():
         local = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+        models = [p for p in local if is_model_path(p)]
+        if models:
+            name = os.path.basename(os.path.normpath(models[0]))
+            return True, f"Drop to open the model {name}"
         if local:
             folders = sum(os.path.isdir(p) for p in local)
             files = len(local) - folders
@@ -74,7 +94,8 @@ def describe_drop(md: QMimeData) -> tuple[bool, str]:
         return True, f"Drop to fetch the {what} from {host_of(urls[0])} (you will be asked first)"
     if md.hasText() and os.path.exists(md.text().strip()):
         return True, "Drop to classify this path"
-    return False, "Cannot drop this here: only image files, folders, image data and web links to images"
+    return False, ("Cannot drop this here: only image files, folders, image data, web links to images "
+                   "and model files")
 
 
 def qimage_to_pil(qimg: QImage):

@@ -21,10 +21,11 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..core.sources import DataSource, FileSource, WebSource
+from ..core.text import one_line
 from .folder_runs import FolderRuns, Interrupted
 from .jobs import Cancels, Job, JobKind
 from .outcome import Shown, explain
-from .pixels import DISPLAY_MAX_SIDE, display_array, thumbnail
+from .pixels import DISPLAY_MAX_SIDE, screen_copy, thumbnail
 
 WEB_IMAGES_KEPT = 16  # fetched web images kept (model switches and overlays never refetch)
 
@@ -34,6 +35,8 @@ class InferenceWorker(QObject):
     modelLoaded = Signal(int, object, str, str, str)
     # (generation, key, Shown)
     resultReady = Signal(int, object, object)
+    # (key, request number, the sharp pixels.ScreenCopy, or None when skipped or it failed)
+    sharpReady = Signal(object, int, object)
     # (generation, what failed: "model", "catalog" or an image key, message)
     failed = Signal(int, object, str)
     # (generation, key) — a full request skipped because a newer one replaced it
@@ -46,6 +49,8 @@ class InferenceWorker(QObject):
     overlayRendered = Signal(str, object, str)
     # (fast mode on?, why it could not be turned on or "")
     fastState = Signal(bool, str)
+    # (generation, patch size, trained (height, width), the (height, width) it runs at now)
+    modelShape = Signal(int, int, object, object)
     # (something a person should be told that happened while classifying, the device now)
     notice = Signal(str, str)
 
@@ -54,6 +59,7 @@ class InferenceWorker(QObject):
         self.clf = None
         self.cancels = Cancels()
         self._want_fast = False
+        self._input_size: tuple[int, int] | None = None  # for the next model loaded (None: trained)
         self._lock = threading.Lock()
         self._latest = 0
         self._latest_detail = 0
@@ -114,6 +120,11 @@ class InferenceWorker(QObject):
             clf = load_classifier(model, device=device, progress=progress, cancel=job.cancelled,
                                   allow_download=allow_download, labels=labels or None)  # fmt: skip
             self.folders.watch(clf)
+            if self._input_size is not None:
+                try:
+                    clf.notices.append(clf.set_input_size(self._input_size))
+                except Exception as exc:  # the model stays at its trained size, and says why
+                    clf.notices.append(one_line(exc))
             if self._want_fast:
                 why = clf.set_fast(True)
                 if why:
@@ -126,8 +137,15 @@ class InferenceWorker(QObject):
             return
         _end_download(job)
         self.fastState.emit(clf.fast, "")
-        note = "; ".join(clf.notices)
+        pre = clf.preprocessing
+        self.modelShape.emit(generation, pre.patch_size, clf.trained_size, pre.input_size)
+        note = "; ".join(n for n in clf.notices if n)
         self.modelLoaded.emit(generation, clf.model_id, clf.display_name, clf.device.type, note)
+
+    @Slot(object)
+    def want_input_size(self, size: tuple[int, int] | None) -> None:
+        """The input size (height, width) the next model loaded runs at; None: its trained size."""
+        self._input_size = size
 
     @Slot(bool)
     def set_fast(self, on: bool) -> None:
@@ -162,8 +180,10 @@ class InferenceWorker(QObject):
     # -- one image in full ---------------------------------------------------------------
     @Slot(int, object, object, int)
     def classify(self, generation: int, key: object, source: object, seq: int = 0) -> None:
-        """One image in full: decode (for the screen too), classify with full attention
-        capture and hand back ``Shown`` — never a tensor, never a Qt object."""
+        """One image in full: decode at the scale the model needs (a large JPEG as a draft,
+        as the command line does), classify with full attention capture and hand back
+        ``Shown`` with the screen copy made here — never a tensor.  A draft's sharp copy is
+        asked for on its own (:meth:`sharpen`), once the result is on screen."""
         if self.stale(generation, seq):
             self.dropped.emit(generation, key)
             return
@@ -176,7 +196,7 @@ class InferenceWorker(QObject):
             self.tell_notices()
             self.full_runs += 1
             self.detailed[key] = self.full_runs
-            shown = Shown(res, display_array(loaded.image), thumbnail(loaded.image))
+            shown = Shown(res, screen_copy(loaded.image, draft=_is_draft(loaded)), thumbnail(loaded.image))
             self.resultReady.emit(generation, key, shown)
         except Interrupted:
             return
@@ -193,18 +213,30 @@ class InferenceWorker(QObject):
             return LoadedImage(rgb, rgb.size, None, str(key))
         if not isinstance(source, FileSource):
             raise TypeError(f"not an image source: {type(source).__name__}")
-        # A large JPEG decodes at 1/2–1/8 scale, never smaller than the screen copy or what
-        # the model's resize keeps: a 24 MP photo costs a fraction of a full decode, and
-        # the geometry stays in full-size pixels.
-        need = self.clf.preprocessing.resized_size
+        # A large JPEG decodes at 1/2–1/8 scale, never smaller than what the model's resize
+        # keeps: a 24 MP photo costs a fraction of a full decode, and the geometry stays in
+        # full-size pixels.  The result is shown on this draft first; the sharp screen copy
+        # follows (:meth:`sharpen`).
+        return load_image(source.path, max_pixels=self.clf.max_pixels,
+                          min_size=self.clf.preprocessing.resized_size)  # fmt: skip
 
-        def min_size(full: tuple[int, int]) -> tuple[int, int]:
-            w, h = full
-            s = min(1.0, DISPLAY_MAX_SIDE / max(w, h))
-            rw, rh = need(full)
-            return max(rw, round(w * s)), max(rh, round(h * s))
+    @Slot(int, object, object, int)
+    def sharpen(self, generation: int, key: object, source: object, seq: int) -> None:
+        """The sharp screen copy of a file shown from its draft decode (same picture, same
+        original size), skipped when a newer request has replaced this one.  Always
+        answers, with None when there is no copy; a failure is logged (the draft stays)."""
+        copy = None
+        try:
+            if isinstance(source, FileSource) and not self.stale(generation, seq):
+                from ..core.images import DEFAULT_MAX_PIXELS, fit_within, load_image
 
-        return load_image(source.path, max_pixels=self.clf.max_pixels, min_size=min_size)
+                max_pixels = self.clf.max_pixels if self.clf is not None else DEFAULT_MAX_PIXELS
+                loaded = load_image(source.path, max_pixels=max_pixels,
+                                    min_size=lambda full: fit_within(full, DISPLAY_MAX_SIDE))  # fmt: skip
+                copy = screen_copy(loaded.image)
+        except Exception as exc:
+            explain(f"decoding the sharp picture of {key!r} failed", exc)
+        self.sharpReady.emit(key, seq, copy)
 
     def _web_image(self, generation: int, url: str):
         """A dropped web image: fetched once (the person agreed), then kept for re-runs."""
@@ -271,6 +303,13 @@ class InferenceWorker(QObject):
     @Slot()
     def shutdown(self) -> None:
         self.folders.close_all(silent=True)
+
+
+def _is_draft(loaded) -> bool:
+    """Decoded smaller than its screen copy would be: a sharp copy is worth decoding."""
+    from ..core.images import fit_within
+
+    return loaded.reduced and max(loaded.image.size) < max(fit_within(loaded.original_size, DISPLAY_MAX_SIDE))
 
 
 def _end_download(job: Job) -> None:

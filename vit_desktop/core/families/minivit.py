@@ -132,6 +132,29 @@ def build_entry(entry: ModelEntry, state: arch.StateDict | None) -> nn.Module:
     return model
 
 
+# -- the forward pass in three parts (class-specific maps, :mod:`..explain`) --------------------
+
+
+def embed_tokens(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The tokens before the first block (:meth:`MiniViT.embed`)."""
+    return module.embed(x)
+
+
+def encoder_blocks(module: nn.Module) -> list[nn.Module]:
+    """The encoder layers, in forward order."""
+    return list(module.transformer.layers)
+
+
+def classify_tokens(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The logits from the last layer's output (:meth:`MiniViT.classify_tokens`)."""
+    return module.classify_tokens(tokens)
+
+
+def gradcam_layer(module: nn.Module, index: int) -> nn.Module:
+    """Layer ``index``'s ``norm1``."""
+    return module.transformer.layers[index].norm1
+
+
 FAMILY = arch.register_module(
     globals(),
     "minivit",

@@ -162,4 +162,30 @@ def build_entry(entry: ModelEntry, state: StateDict | None) -> nn.Module:
     return module
 
 
+# -- the forward pass in three parts (class-specific maps, :mod:`..explain`) --------------------
+
+
+def embed_tokens(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What ``VisionTransformer.forward`` and ``Encoder.forward`` do before the first block:
+    patches embedded, the class token in front, position embeddings added, dropout."""
+    x = module._process_input(x)
+    x = torch.cat([module.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+    return module.encoder.dropout(x + module.encoder.pos_embedding)
+
+
+def encoder_blocks(module: nn.Module) -> list[nn.Module]:
+    """The encoder's ``EncoderBlock``s, in forward order."""
+    return list(module.encoder.layers)
+
+
+def classify_tokens(module: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """What follows the last block: ``encoder.ln``, the class token, ``heads``."""
+    return module.heads(module.encoder.ln(tokens)[:, 0])
+
+
+def gradcam_layer(module: nn.Module, index: int) -> nn.Module:
+    """Block ``index``'s first LayerNorm, ``ln_1``."""
+    return module.encoder.layers[index].ln_1
+
+
 FAMILY = register_module(globals(), "torchvision", "torchvision", "conv_proj.weight and class_token")
