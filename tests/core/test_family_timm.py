@@ -163,6 +163,14 @@ def test_a_width_without_a_standard_head_count_takes_num_heads_from_the_sidecar(
         assert float((guessed.module(x) - model(x)).abs().max()) > 1e-2  # the sidecar was needed
 
 
+def test_a_non_square_grid_takes_img_size_from_the_sidecar(tmp_path):
+    model = _timm(img_size=(32, 48), seed=6)
+    module = _compare(
+        model, _save(model.state_dict(), tmp_path, "safetensors", {"img_size": [32, 48]}), "32×48 px"
+    )
+    assert module.cfg.grid == (4, 6)
+
+
 # -- hub folders ----------------------------------------------------------------------------------
 
 

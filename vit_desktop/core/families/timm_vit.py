@@ -174,7 +174,8 @@ def _grid(
     covered = n - prefix if no_embed is not True else None  # patch positions if the prefix is covered
     size = config.get("img_size")
     if size is not None:
-        h, w = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, list) else (0, 0)
+        pair = isinstance(size, list) and len(size) == 2
+        h, w = (size, size) if isinstance(size, int) else (size[0], size[1]) if pair else (0, 0)
         if not all(type(v) is int and v > 0 and v % patch == 0 for v in (h, w)):
             raise CheckpointError(
                 f"{name}: img_size {size!r:.40} is not a whole number of {patch}-px patches"
@@ -190,7 +191,7 @@ def _grid(
         )
     if covered is not None and covered > 0 and math.isqrt(covered) ** 2 == covered:
         return (math.isqrt(covered),) * 2, True
-    if no_embed is not False and prefix and math.isqrt(n) ** 2 == n:
+    if no_embed is not False and prefix and n > 0 and math.isqrt(n) ** 2 == n:
         return (math.isqrt(n),) * 2, False
     raise CheckpointError(
         f"{name}: pos_embed holds {n} positions: after its {prefix} prefix token(s), {n - prefix} do not form "
