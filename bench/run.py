@@ -50,6 +50,7 @@ def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Fi
     import app_figures
     import folder_figures
     import model_figures
+    import ray_figures
 
     folder = cache_dir(sizes)
     out: list[tuple[tuple[str, ...], Callable[[], list[Figure]]]] = [
@@ -63,6 +64,9 @@ def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Fi
         (("window_shown_ms", "first_prediction_ms"), lambda: app_figures.startup(sizes, folder)),
         (("rss_growth_ratio",), lambda: app_figures.rss_growth(sizes)),
         (("vit_h14_518_capture_peak_mb",), lambda: model_figures.capture_peak_memory(sizes)),
+        (("ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1", "ray_startup_s",
+          "ray_vit_b16_cuda_img_s"),
+         lambda: ray_figures.ray_figures(sizes, folder)),
     ]  # fmt: skip
     if torch.cuda.is_available():
         out += [

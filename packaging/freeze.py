@@ -50,6 +50,8 @@ EXCLUDES = [
     "tensorboard",
     "torch.utils.tensorboard",
     "pandas",
+    "ray",  # `classify --engine ray` is for a pip install with the cluster extra
+    "pyarrow",
     "scipy",
     "setuptools",
     "pip",

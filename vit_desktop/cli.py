@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--output already holds records (JSON lines): classify only the images it "
                    "has none for and append theirs (the default with --engine ray)")  # fmt: skip
     c.add_argument("--offline", action="store_true", help="never download weights")
+    c.add_argument("--input-size", metavar="PX", help="run the model at another input size (384, or 384x256 "
+                   "for width x height): position embeddings resampled; accuracy may change")
     c.add_argument("--fast", action="store_true",
                    help="fast mode: bfloat16 on CPUs that support it, float16 on a GPU; about 2x "
                    "faster, probabilities differ slightly from float32")  # fmt: skip
@@ -174,6 +176,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _check_classify_options(args: argparse.Namespace) -> None:
+    if args.input_size is not None:
+        from .core.preprocess import parse_input_size
+
+        size = parse_input_size(args.input_size)
+        if size is None:
+            raise _UsageError(f"--input-size {args.input_size!r:.40} is not a size in pixels (e.g. 384 or 384x256)")
+        args.input_size = size
     if args.top_k < 1:
         raise _UsageError("--top-k must be at least 1")
     if args.batch_size < 1:
@@ -206,7 +215,8 @@ class _LocalRun:
 
         self.args, self.attention, self.out_dir, self.total = args, attention, out_dir, 0
         self.clf = load_classifier(model, device=args.device, allow_download=not args.offline,
-                                   progress=_download_progress(), fast=args.fast, labels=args.labels)  # fmt: skip
+                                   progress=_download_progress(), fast=args.fast, labels=args.labels,
+                                   input_size=args.input_size)  # fmt: skip
         self.told = _tell(self.clf.notices, 0)
 
     def outcomes(self, sources):
@@ -237,7 +247,7 @@ class _RayRun:
                      top_k=args.top_k, attention=attention, batch_size=args.batch_size,
                      overlay_dir=str(out_dir) if out_dir else None, address=args.address,
                      workers=args.workers, cpus_per_worker=args.cpus_per_worker or 1.0,
-                     gpus_per_worker=args.gpus_per_worker or 0.0,
+                     gpus_per_worker=args.gpus_per_worker or 0.0, input_size=args.input_size,
                      progress_bars=bool(sys.stderr) and sys.stderr.isatty())  # fmt: skip
         self.session = RaySession(job, _download_progress())
         self.outcomes = self.session.classify

@@ -104,3 +104,25 @@ def test_torchvision_vit_resamples_and_goes_back_exactly():
         clf.set_input_size((96, 128))
     clf.set_input_size((64, 64))
     np.testing.assert_array_equal(before.probs, clf.classify([img])[0].probs)
+
+
+def test_the_command_line_runs_a_checkpoint_at_another_size(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import shape_file, small_torchvision_vit
+
+    ckpt = tmp_path / "tv.pth"
+    torch.save(small_torchvision_vit().state_dict(), ckpt)
+    img, _ = shape_file(tmp_path, 2, size=(200, 150))
+    cmd = [sys.executable, "-m", "vit_desktop", "classify", str(img), "--model", str(ckpt), "--format", "json"]
+    out = subprocess.run([*cmd, "--input-size", "96"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[0])["patch_grid"] == [6, 6]
+    assert "accuracy may change" in out.stderr
+    bad = subprocess.run([*cmd, "--input-size", "100"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert len(bad.stderr.strip().splitlines()) == 1 and "16-px patches" in bad.stderr
+    word = subprocess.run([*cmd, "--input-size", "big"], capture_output=True, text=True, timeout=120)
+    assert word.returncode == 2 and "not a size in pixels" in word.stderr

@@ -350,12 +350,15 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
                     progress: weights.Progress | None = None,
                     cancel: weights.Cancel | None = None, allow_download: bool = True,
                     max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False,
-                    labels: str | os.PathLike[str] | None = None) -> Classifier:  # fmt: skip
+                    labels: str | os.PathLike[str] | None = None,
+                    input_size: tuple[int, int] | None = None) -> Classifier:  # fmt: skip
     """A ready classifier for a catalog id, a catalog entry or a checkpoint path
     (:func:`.loading.load_model`) on ``device``.
 
     ``pretrained=False`` builds the architecture with random weights (speed figures).
     ``labels``: a labels file for a checkpoint (instead of the ones next to it).
+    ``input_size``: (height, width) to run at instead of the trained size
+    (:meth:`Classifier.set_input_size`; an :class:`.resizing.InputSizeError` if it cannot).
     ``fast=True`` turns fast mode on (see :meth:`Classifier.set_fast`); where it is not
     available the classifier stays in float32 and says why in ``notices``."""
     limit_numpy_blas_threads()  # map maths stay off the cores torch is using
@@ -364,6 +367,10 @@ def load_classifier(model: str | os.PathLike[str] | catalog.ModelEntry = catalog
                         allow_download=allow_download, labels=labels)  # fmt: skip
     clf = Classifier(loaded.module, loaded.preprocessing, loaded.labels, loaded.model_id,
                      loaded.display_name, dev, max_pixels)  # fmt: skip
+    if input_size is not None:  # before fast mode: its low-precision copy is made at this size
+        note = clf.set_input_size(input_size)
+        if note:
+            clf.notices.append(note)
     if fast:
         why = clf.set_fast(True)
         if why:

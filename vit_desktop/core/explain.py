@@ -24,7 +24,9 @@ costs and what each answers are in docs/explanations.md; the tensor code is
 Class-specific maps run on the classifier's device with its float32 module
 (``clf.module``, never fast mode's low-precision copy), leave the model exactly as it was
 (attention hooks removed, no parameter gradients), and take a ``cancel`` callable checked
-between blocks or batches (:class:`Cancelled`).  They must not run on the GUI thread.
+between blocks or batches (:class:`Cancelled`).  They must not run on the GUI thread, nor
+while another thread runs the same module (the explicit attention is switched on the module
+itself for the duration of a call).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ Cancel = Callable[[], bool]
 
 #: Chefer's method keeps every block's graph from the forward pass while its estimated size
 #: (:func:`chefer_graph_bytes`) is at most this; beyond it each block is recomputed during
-#: the backward pass (ViT-H/14 at 518 px: 11 GB kept, ~0.8 GB recomputed).
+#: the backward pass (ViT-H/14 at 518 px: ~11 GB kept; recomputed, ~0.7 GB peak measured).
 CHEFER_GRAPH_BUDGET = 512 << 20
 
 #: Token occlusion runs up to this many shortened sequences per forward pass, fewer where
@@ -138,13 +138,15 @@ def chefer_row(parts: Parts, x: torch.Tensor, target: int, *, recompute: bool | 
             saved[i] = None
             wrt = (a, xin) if i else (a,)
             grads = torch.autograd.grad(y, wrt, g)
-            abar = torch.zeros(n, n, dtype=torch.float32, device=x.device)
-            for hd in range(a.shape[1]):  # head by head: no (H, N, N) temporary
-                abar += (grads[0][0, hd] * a[0, hd]).clamp_(min=0)
-            abar /= a.shape[1]
-            r = r + r @ abar
+            del y  # this block's graph is gone; A's values stay (in ``a``) for Ā
+            with torch.no_grad():  # Ā and r must not join a graph: it would keep every block's A
+                abar = torch.zeros(n, n, dtype=torch.float32, device=x.device)
+                for hd in range(a.shape[1]):  # head by head: no (H, N, N) temporary
+                    abar += (grads[0][0, hd] * a[0, hd]).clamp_(min=0)
+                abar /= a.shape[1]
+                r = r + r @ abar
             g = grads[1] if i else None
-            del y, a, xin, grads, abar
+            del a, xin, grads, abar
     return r.detach().float().cpu()
 
 

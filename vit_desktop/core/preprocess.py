@@ -131,6 +131,16 @@ class Preprocessing:
         }
 
 
+def parse_input_size(text: str) -> tuple[int, int] | None:
+    """``"384"`` → (384, 384); ``"384x256"`` (width × height, as people write sizes) →
+    (256, 384) as (height, width); None when ``text`` is not one or two whole numbers."""
+    parts = text.strip().lower().replace("×", "x").split("x")
+    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
+        return None
+    nums = [int(p) for p in parts]
+    return (nums[0], nums[0]) if len(nums) == 1 else (nums[1], nums[0])
+
+
 @dataclass(frozen=True)
 class Geometry:
     """The mapping between one original image and the model input made from it."""

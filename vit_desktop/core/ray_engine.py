@@ -55,10 +55,13 @@ class RayJob:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     progress_bars: bool = False
+    task_batches: int = TASK_BATCHES
+    pretrained: bool = True  # False: a catalog model with random weights (speed figures)
+    input_size: tuple[int, int] | None = None  # (height, width) instead of the trained size
 
     @property
     def task_size(self) -> int:
-        return self.batch_size * TASK_BATCHES
+        return self.batch_size * self.task_batches
 
 
 @dataclass
@@ -104,9 +107,8 @@ class RaySession:
 
         self.ray = import_ray()
         self.job, self.stats = job, RunStats()
-        loaded = load_model(
-            job.model, allow_download=job.allow_download, progress=progress, labels=job.labels
-        )
+        loaded = load_model(job.model, pretrained=job.pretrained, allow_download=job.allow_download,
+                            progress=progress, labels=job.labels)  # fmt: skip
         self.started = _connect(self.ray, job)
         try:
             self.stats.workers = _worker_count(self.ray, job)
@@ -158,7 +160,8 @@ def _connect(ray, job: RayJob) -> bool:
             ray.init(address=job.address, **common)
         else:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local run reports nothing
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
+            # "local": a Ray of its own, even where RAY_ADDRESS or a running cluster is found
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
     except ConnectionError as exc:
         where = job.address or "this machine"
         raise RayEngineError(
@@ -230,6 +233,8 @@ class _Worker:
         loaded = ray.get(shipped[0])
         self.clf = Classifier(loaded.module, loaded.preprocessing, loaded.labels, loaded.model_id,
                               loaded.display_name, device)  # fmt: skip
+        if job.input_size is not None:
+            self.clf.set_input_size(job.input_size)  # checked on the driver before the workers start
         if job.fast:
             self.clf.set_fast(True)  # where it is not available, float32 as in the local engine
         self.job = job

@@ -16,7 +16,7 @@ from torch import nn
 
 from .architectures import family_for_module
 from .errors import VitDesktopError
-from .preprocess import MAX_INPUT_SIDE, Preprocessing
+from .preprocess import MAX_INPUT_SIDE, Preprocessing, parse_input_size
 
 
 class InputSizeError(VitDesktopError):
@@ -24,17 +24,11 @@ class InputSizeError(VitDesktopError):
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"384"`` → (384, 384); ``"384x256"`` (width × height) → (256, 384) as (height, width)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        raise InputSizeError(f"input size {text!r:.40} is not a number of pixels (e.g. 384 or 384x256)") from None
-    if len(nums) == 1:
-        return nums[0], nums[0]
-    if len(nums) == 2:
-        return nums[1], nums[0]
-    raise InputSizeError(f"input size {text!r:.40} is not a number of pixels (e.g. 384 or 384x256)")
+    """:func:`.preprocess.parse_input_size`, with one sentence when ``text`` is not a size."""
+    size = parse_input_size(text)
+    if size is None:
+        raise InputSizeError(f"input size {text!r:.40} is not a number of pixels (e.g. 384 or 384x256)")
+    return size
 
 
 def resize_model(module: nn.Module, pre: Preprocessing, size: tuple[int, int], name: str) -> Preprocessing:

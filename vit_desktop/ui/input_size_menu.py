@@ -8,17 +8,10 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QInputDialog, QMenu
 
+from ..core.preprocess import parse_input_size
+
 #: Sizes offered, as multiples of the trained size (rounded to whole patches).
 FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
-
-
-def parse_size(text: str) -> tuple[int, int] | None:
-    """``"384"`` → (384, 384); ``"384x256"`` (width × height) → (256, 384); None if not sizes."""
-    parts = text.strip().lower().replace("×", "x").split("x")
-    if not 1 <= len(parts) <= 2 or not all(p.strip().isdigit() for p in parts):
-        return None
-    nums = [int(p) for p in parts]
-    return (nums[0], nums[0]) if len(nums) == 1 else (nums[1], nums[0])
 
 
 def _label(size: tuple[int, int]) -> str:
@@ -82,7 +75,7 @@ class InputSizeMenu(QObject):
                                         f"Input size in pixels (a multiple of {patch}; e.g. 384 or 384x256):")  # fmt: skip
         if not ok:
             return
-        size = parse_size(text)
+        size = parse_input_size(text)
         if size is None:
             self.control.win.status.say(f"{text.strip()[:40]!r} is not an input size (e.g. 384 or 384x256)", 8000)
             return
