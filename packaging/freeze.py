@@ -45,8 +45,7 @@ EXCLUDES = [
     "triton",
     "transformers",
     "tokenizers",
-    "huggingface_hub",
-    "hf_xet",
+    "hf_xet",  # huggingface_hub itself is needed (hf:ORG/NAME); the app turns Xet transfers off
     "tensorboard",
     "torch.utils.tensorboard",
     "pandas",
