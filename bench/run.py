@@ -43,11 +43,24 @@ KEYS: dict[str, tuple[float, bool, str]] = {
     "vit_h14_518_capture_peak_mb": (400, False, "MB"),
     "fast_mode_speedup": (1.8, True, "x"),
     "fast_mode_top1_agreement": (0.995, True, "ratio"),
+    "timm_vit_s16_capture_overhead_ratio": (1.05, False, "x"),
+    "hf_vit_b16_capture_overhead_ratio": (1.05, False, "x"),
+    "explain_chefer_vs_forward": (3.0, False, "x"),
+    "explain_gradcam_vs_forward": (3.0, False, "x"),
+    "explain_attn_grad_vs_forward": (3.0, False, "x"),
+    "explain_occlusion_vs_forward": (196.0, False, "x"),
+    "chefer_b16_extra_peak_mb": (300, False, "MB"),
+    "chefer_h14_518_extra_peak_mb": (1500, False, "MB"),
+    "ray_vs_local_demo": (0.8, True, "x"),
+    "ray_vs_local_vit_b16": (0.8, True, "x"),
+    "ray_scaling_2_vs_1": (1.8, True, "x"),
 }
 
 
 def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Figure]]]]:
     import app_figures
+    import explain_figures
+    import family_figures
     import folder_figures
     import model_figures
     import ray_figures
@@ -64,6 +77,12 @@ def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Fi
         (("window_shown_ms", "first_prediction_ms"), lambda: app_figures.startup(sizes, folder)),
         (("rss_growth_ratio",), lambda: app_figures.rss_growth(sizes)),
         (("vit_h14_518_capture_peak_mb",), lambda: model_figures.capture_peak_memory(sizes)),
+        (("timm_vit_s16_capture_overhead_ratio",), lambda: family_figures.timm_overhead(sizes)),
+        (("hf_vit_b16_capture_overhead_ratio",), lambda: family_figures.hf_overhead(sizes)),
+        (("explain_chefer_vs_forward", "explain_gradcam_vs_forward", "explain_attn_grad_vs_forward",
+          "explain_occlusion_vs_forward"), lambda: explain_figures.map_time(sizes)),
+        (("chefer_b16_extra_peak_mb", "chefer_h14_518_extra_peak_mb"),
+         lambda: explain_figures.chefer_peak_memory(sizes)),
         (("ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1", "ray_startup_s",
           "ray_vit_b16_cuda_img_s"),
          lambda: ray_figures.ray_figures(sizes, folder)),

@@ -41,7 +41,7 @@ def test_labels_in_the_predictions_panel_are_plain_text_and_cut(qtbot, make_wind
     labels = [*HOSTILE, huge]
     win.predictions.k.setValue(len(labels))
     win.predictions.set_result(_result(labels))
-    names = [w for w, _ in win.predictions._row_widgets[: len(labels)]]
+    names = [row.name for row in win.predictions._row_widgets[: len(labels)]]
     assert all(w.textFormat() == Qt.TextFormat.PlainText for w in names)
     assert names[0].text() == HOSTILE[0]  # shown as typed
     assert "\x1b" not in names[2].text() and "\\x1b" in names[2].text()

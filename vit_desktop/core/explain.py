@@ -46,34 +46,11 @@ from . import maps
 from .capture import AttentionCapture, token_layout
 from .explain_methods import Cancel, Cancelled, attn_grad_row, chefer_row, gradcam_patches, occlusion_patches
 from .explain_model import parts_of
+from .method_names import CLASS_SPECIFIC, CONTROLS, METHODS, TITLES
 from .results import AttentionResult
 
 if TYPE_CHECKING:
     from .classifier import Classifier, ImageInput
-
-METHODS = ("attention", "rollout", "chefer", "gradcam", "attn-grad", "occlusion")
-CLASS_SPECIFIC = frozenset({"chefer", "gradcam", "attn-grad", "occlusion"})
-
-#: Names for menus and legends.
-TITLES = {
-    "attention": "CLS attention",
-    "rollout": "Attention rollout",
-    "chefer": "Relevance (Chefer et al.)",
-    "gradcam": "Token Grad-CAM",
-    "attn-grad": "Attention × gradient",
-    "occlusion": "Token occlusion",
-}
-
-#: The map controls each method takes (the others are ignored): ``layer``, ``head``,
-#: ``fusion`` (of heads), ``discard`` (rollout's discard ratio).
-CONTROLS = {
-    "attention": ("layer", "head", "fusion"),
-    "rollout": ("layer", "fusion", "discard"),
-    "chefer": (),
-    "gradcam": ("layer",),
-    "attn-grad": ("layer", "head", "fusion"),
-    "occlusion": (),
-}
 
 __all__ = ["CLASS_SPECIFIC", "CONTROLS", "METHODS", "TITLES", "Cancelled", "Explanation", "explain",
            "explain_image", "explain_module", "map_key", "resolve_target"]  # fmt: skip

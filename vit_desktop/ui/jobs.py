@@ -1,6 +1,7 @@
 """The one job contract of the worker: long work (a weights download, a web fetch, a folder
-run) reports progress, can be cancelled and says when it finished — all through one
-frozen :class:`JobUpdate` on one signal, whatever the job is.
+run, a slow class-specific map or faithfulness score) reports progress, can be cancelled
+and says when it finished — all through one frozen :class:`JobUpdate` on one signal,
+whatever the job is.
 
 Cancel is counted, not a flag: a press cancels the work that started before it; work
 queued later is not affected.  The app closing cancels everything.
@@ -20,6 +21,7 @@ class JobKind(enum.Enum):
     FETCH = "fetch"
     FOLDER = "folder"
     WALK = "walk"
+    EXPLAIN = "explain"  # a class-specific map or a faithfulness score
 
 
 @dataclass(frozen=True)

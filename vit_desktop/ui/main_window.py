@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QScrollArea
 from ..core.results import ImageFailure
 from ..core.text import display
 from . import menus
+from .explain_view import ExplainController
 from .file_actions import FileActions
 from .gallery import Gallery
 from .image_view import ImageView
@@ -22,6 +23,7 @@ from .model_control import ModelControl
 from .offer_bar import OfferBar
 from .overlay_view import OverlayPresenter
 from .panels import AttentionPanel, PredictionsPanel, ViewSettings
+from .samples import SampleOffer
 from .session import Session
 from .settings import Settings
 from .status import StatusPanel
@@ -75,6 +77,8 @@ class MainWindow(QMainWindow):
         self.files = FileActions(self)
         self.intake = Intake(self)
         self._connect_worker()
+        self.explain = ExplainController(self)  # target class, class-specific maps, faithfulness
+        self.samples = SampleOffer(self)  # "Try sample images" while the window is empty
         menus.build_file_menu(self)
         self.models = ModelControl(self, model, device)
         self.overlay.drawn.connect(self.overlayDrawn)

@@ -1,5 +1,7 @@
-"""Side panels: predictions (top-k with bars) and attention controls (map kind, layer,
-head, fusion, discard ratio, opacity, colour map) with an all-heads grid."""
+"""Side panels: predictions (top-k with bars; a click on a row, or the class picker, chooses
+the class the class-specific maps explain) and attention controls (map kind — the
+class-agnostic attention maps and the class-specific methods —, layer, head, fusion, discard
+ratio, opacity, colour map) with an all-heads grid."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from PySide6.QtGui import QGuiApplication, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
+    QFrame,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -25,14 +29,63 @@ from ..core import defaults, maps
 from ..core.overlay import COLORMAPS
 from ..core.results import ClassificationResult, TokenLayout
 from . import plain
+from .class_picker import ClassPicker
+from .methods import AGNOSTIC_KINDS, CLASS_METHODS, PANEL_CONTROLS, TITLES
 
-MAP_KINDS = (("cls", "CLS attention"), ("fused", "Fused heads"), ("rollout", "Attention rollout"))
+MAP_KINDS = AGNOSTIC_KINDS + tuple((m, TITLES[m]) for m in CLASS_METHODS)
+_ROW_STYLE = "#predictionRow {{ border: 2px solid {}; border-radius: 4px; }}"
+
+
+class PredictionRow(QFrame):
+    """One prediction: its label and probability bar; a click (or Space) chooses its class."""
+
+    clicked = Signal(int)  # the class index
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setObjectName("predictionRow")
+        self.index = -1
+        self.chosen = False
+        self.name = plain.label()
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(True)
+        self.bar.setMaximumHeight(18)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.addWidget(self.name, 1)
+        lay.addWidget(self.bar, 1)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.set_chosen(False)
+
+    def set_chosen(self, chosen: bool) -> None:
+        if chosen == self.chosen and self.styleSheet():
+            return
+        self.chosen = chosen
+        self.setStyleSheet(_ROW_STYLE.format("palette(highlight)" if chosen else "transparent"))
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        event.setAccepted(event.button() == Qt.MouseButton.LeftButton)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+            self.clicked.emit(self.index)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.key() in (Qt.Key.Key_Space, Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.clicked.emit(self.index)
+        else:
+            super().keyPressEvent(event)
 
 
 class PredictionsPanel(QWidget):
+    targetChosen = Signal(int)  # a class index: a row clicked, or a class picked
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._result: ClassificationResult | None = None
+        self._target: int | None = None
         lay = QVBoxLayout(self)
         head = QFormLayout()
         self.k = QSpinBox()
@@ -42,9 +95,19 @@ class PredictionsPanel(QWidget):
         self.k.valueChanged.connect(self._refill)
         head.addRow("Top-k", self.k)
         lay.addLayout(head)
-        self.rows = QGridLayout()
-        self._row_widgets: list[tuple[QLabel, QProgressBar]] = []
+        self.rows = QVBoxLayout()
+        self.rows.setSpacing(0)
+        self._row_widgets: list[PredictionRow] = []
         lay.addLayout(self.rows)
+        hint = QLabel("Click a prediction to see why the model says it.")
+        hint.setWordWrap(True)
+        hint.setEnabled(False)  # greyed: a hint, not a value
+        lay.addWidget(hint)
+        self.picker = ClassPicker()
+        self.picker.chosen.connect(self.targetChosen)
+        pick = QFormLayout()
+        pick.addRow("Explain", self.picker)
+        lay.addLayout(pick)
         self.copy = QPushButton("Copy top label")
         self.copy.clicked.connect(self.copy_label)
         self.copy.setEnabled(False)
@@ -57,37 +120,53 @@ class PredictionsPanel(QWidget):
         self._refill()
 
     def labels(self) -> list[tuple[str, float]]:
+        return [(label, prob) for _, label, prob in self.predictions()]
+
+    def predictions(self) -> list[tuple[int, str, float]]:
+        """(class index, label, probability) of the rows shown, most probable first."""
         if self._result is None:
             return []
         probs = self._result.probs
         order = probs.argsort()[::-1][: self.k.value()]
         names = {p.index: p.label for p in self._result.top_k}
-        return [(names.get(int(i), f"class {int(i)}"), float(probs[i])) for i in order]
+        return [(int(i), names.get(int(i), f"class {int(i)}"), float(probs[i])) for i in order]
+
+    @property
+    def row_widgets(self) -> list[PredictionRow]:
+        """The rows shown, in order."""
+        return [w for w in self._row_widgets if not w.isHidden()]
+
+    def set_target(self, index: int | None) -> None:
+        """Mark the class the maps explain (its row, if shown; the picker)."""
+        self._target = index
+        for w in self._row_widgets:
+            w.set_chosen(index is not None and w.index == index and not w.isHidden())
+        self.picker.show_target(index)
+
+    def set_class_names(self, names: tuple[str, ...]) -> None:
+        self.picker.set_labels(names)
+        self.picker.show_target(self._target)
 
     def _refill(self) -> None:
         """Rows are made once and reused: nothing is created or deleted per result."""
-        rows = self.labels()
+        rows = self.predictions()
         while len(self._row_widgets) < len(rows):
-            name = plain.label()
-            name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            bar = QProgressBar()
-            bar.setRange(0, 1000)
-            bar.setTextVisible(True)
-            bar.setMaximumHeight(18)
-            r = len(self._row_widgets)
-            self.rows.addWidget(name, r, 0)
-            self.rows.addWidget(bar, r, 1)
-            self._row_widgets.append((name, bar))
-        for r, (name, bar) in enumerate(self._row_widgets):
+            row = PredictionRow()
+            row.clicked.connect(self.targetChosen)
+            self.rows.addWidget(row)
+            self._row_widgets.append(row)
+        for r, row in enumerate(self._row_widgets):
             if r < len(rows):
-                label, prob = rows[r]
-                name.setText(plain.shown(label))
-                name.setToolTip(plain.tooltip(label))
-                bar.setValue(int(round(prob * 1000)))
-                bar.setFormat(f"{prob * 100:.1f}%")
-                bar.setAccessibleName(f"{plain.shown(label)}: {prob * 100:.1f}%")
-            name.setVisible(r < len(rows))
-            bar.setVisible(r < len(rows))
+                index, label, prob = rows[r]
+                row.index = index
+                row.name.setText(plain.shown(label))
+                row.name.setToolTip(plain.tooltip(label))
+                row.bar.setValue(int(round(prob * 1000)))
+                row.bar.setFormat(f"{prob * 100:.1f}%")
+                row.setAccessibleName(f"{plain.shown(label)}: {prob * 100:.1f}%")
+                row.setToolTip(plain.tooltip(f"Click to explain {label}"))
+            row.setVisible(r < len(rows))
+        self.set_target(self._target)
 
     def copy_label(self) -> None:
         if self._result is not None:
@@ -96,7 +175,7 @@ class PredictionsPanel(QWidget):
 
 @dataclass(frozen=True)
 class ViewSettings:
-    kind: str = "cls"  # cls | fused | rollout
+    kind: str = "cls"  # cls | fused | rollout, or a class-specific method (methods.CLASS_METHODS)
     layer: int = -1
     head: int = 0
     fusion: str = "mean"
@@ -123,7 +202,12 @@ class AttentionPanel(QWidget):
         form = QFormLayout(self)
         self.kind = QComboBox()
         for key, text in MAP_KINDS:
+            if key == CLASS_METHODS[0]:
+                self.kind.insertSeparator(self.kind.count())
             self.kind.addItem(text, key)
+            if key in CLASS_METHODS:
+                self.kind.setItemData(self.kind.count() - 1, "Explains the chosen class (computed by the model)",
+                                      Qt.ItemDataRole.ToolTipRole)  # fmt: skip
         self.layer = QSlider(Qt.Orientation.Horizontal)
         self.layer.setRange(0, 0)
         self.layer_label = QLabel("–")
@@ -147,7 +231,14 @@ class AttentionPanel(QWidget):
         self.query_note.setWordWrap(True)
         self.prefix_note = QLabel()
         self.prefix_note.setWordWrap(True)
+        self.target_note = plain.label()  # the class a class-specific map explains (a label: plain text)
+        self.target_note.setWordWrap(True)
+        self.exact_note = QLabel("Approximate maps: this large model's queries and keys are kept in "
+                                 "float16 (CLS attention and the class-specific maps stay exact).")  # fmt: skip
+        self.exact_note.setWordWrap(True)
+        self.exact_note.hide()
         form.addRow("Map", self.kind)
+        form.addRow(self.target_note)
         form.addRow("Query", self.query)
         form.addRow(self.query_note)
         form.addRow("Layer", self.layer)
@@ -166,6 +257,8 @@ class AttentionPanel(QWidget):
         form.addRow(QLabel("All heads (this layer)"))
         form.addRow(self.heads_box)
         form.addRow(self.prefix_note)
+        form.addRow(self.exact_note)
+        self.form = form
         self.configure_tokens(TokenLayout())
         for w, sig in ((self.kind, "currentIndexChanged"), (self.query, "currentIndexChanged"),
                        (self.layer, "valueChanged"),
@@ -207,13 +300,26 @@ class AttentionPanel(QWidget):
                 if name == "distillation":
                     self.query.addItem("distillation token", i)
         self.query.setCurrentIndex(max(0, self.query.findData(keep)))
-        self.query.setEnabled(self.query.count() > 1)
+        self._update_enabled()
         self.query.blockSignals(False)
         self.query_note.setText(
-            "" if layout.query == "cls" else "This model has no CLS token: the maps show the mean of the "
-            "patch tokens' attention."
+            ""
+            if layout.query == "cls"
+            else "This model has no CLS token: the maps show the mean of the patch tokens' attention."
         )
         self.query_note.setVisible(layout.query != "cls")
+
+    def add_section(self, widget: QWidget) -> None:
+        """A part below the controls (the faithfulness score)."""
+        self.form.addRow(widget)
+
+    def set_target_note(self, text: str) -> None:
+        self.target_note.setText(text)
+        self.target_note.setVisible(bool(text))
+
+    def set_approximate(self, approximate: bool) -> None:
+        """Say, in one line, when the attention maps come from float16 queries and keys."""
+        self.exact_note.setVisible(approximate)
 
     def set_prefix_note(self, text: str) -> None:
         """A line under the heads: how much attention goes to register tokens, per head."""
@@ -268,11 +374,13 @@ class AttentionPanel(QWidget):
         self.head.setCurrentIndex(head)
 
     def _update_enabled(self) -> None:
-        kind = self.kind.currentData()
-        self.head.setEnabled(kind == "cls")
-        self.fusion.setEnabled(kind in ("fused", "rollout"))
-        self.discard.setEnabled(kind == "rollout")
-        self.layer.setEnabled(kind in ("cls", "fused"))
+        """The controls the map on screen takes (methods.PANEL_CONTROLS); the others greyed."""
+        used = PANEL_CONTROLS.get(self.kind.currentData(), ())
+        self.head.setEnabled("head" in used)
+        self.fusion.setEnabled("fusion" in used)
+        self.discard.setEnabled("discard" in used)
+        self.layer.setEnabled("layer" in used)
+        self.query.setEnabled("query" in used and self.query.count() > 1)
 
     def _update_labels(self) -> None:
         s = self.settings()

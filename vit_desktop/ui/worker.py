@@ -1,4 +1,5 @@
-"""The one worker thread: model loading, classification, folders — never on the GUI thread.
+"""The one worker thread: model loading, classification, folders, class-specific maps
+(:mod:`.explain_worker`) — never on the GUI thread.
 
 A ``QObject`` moved to one ``QThread`` and fed through queued signals.  Every request
 carries a model generation; the window drops results whose generation is stale (latest
@@ -22,6 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..core.sources import DataSource, FileSource, WebSource
 from ..core.text import one_line
+from .explain_worker import ExplainRuns
 from .folder_runs import FolderRuns, Interrupted
 from .jobs import Cancels, Job, JobKind
 from .outcome import Shown, explain
@@ -68,6 +70,7 @@ class InferenceWorker(QObject):
         self._notices_told = 0
         self._web: OrderedDict[str, object] = OrderedDict()  # link → LoadedImage
         self.folders = FolderRuns(self)
+        self.explainer = ExplainRuns(self)  # class-specific maps and faithfulness scores
 
     # -- called from the GUI thread: safe without the event loop -------------------------
     def cancel(self) -> None:
@@ -131,6 +134,7 @@ class InferenceWorker(QObject):
                     clf.notices.append(f"fast mode is not available: {why}")
             self.clf = clf
             self._notices_told = len(clf.notices)  # these go out with modelLoaded
+            self.explainer.model_loaded(generation, clf)
         except Exception as exc:  # reported, never swallowed
             _end_download(job)
             self.failed.emit(generation, "model", explain(f"loading {model} failed", exc))
@@ -193,6 +197,7 @@ class InferenceWorker(QObject):
         try:
             loaded = self._decode(generation, source, key)
             (res,) = self.clf.classify([loaded], top_k=20, attention="full")
+            self.explainer.decoded(key, loaded)
             self.tell_notices()
             self.full_runs += 1
             self.detailed[key] = self.full_runs
