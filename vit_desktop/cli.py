@@ -15,7 +15,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, cli_maps
+from .cli_maps import UsageError as _UsageError
 from .core.defaults import DEVICE_CHOICES
 from .core.export import FORMATS
 from .core.text import display
@@ -23,7 +24,7 @@ from .logs import ensure_std_streams, keep_terminal_for_our_lines, log_exception
 from .options import add_window_options
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("classify", "models", "download")
+COMMANDS = ("classify", "models", "download", "evaluate-maps")
 ENGINES = ("local", "ray")
 
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="vit-desktop",
         usage="%(prog)s [IMAGE ...] [--model M] [--device D] [--screenshot OUT.png]\n"
-        "       %(prog)s {classify,models,download} ...",
+        "       %(prog)s {classify,models,download,evaluate-maps} ...",
         description="Classify images with Vision Transformers and see where they looked. "
         "With no command, opens the app (with any IMAGE files or folders given).",
     )
@@ -72,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--output already holds records (JSON lines): classify only the images it "
                    "has none for and append theirs (the default with --engine ray)")  # fmt: skip
     c.add_argument("--offline", action="store_true", help="never download weights")
-    c.add_argument("--input-size", metavar="PX", help="run the model at another input size (384, or 384x256 "
-                   "for width x height): position embeddings resampled; accuracy may change")
+    c.add_argument(
+        "--input-size",
+        metavar="PX",
+        help="run the model at another input size (384, or 384x256 "
+        "for width x height): position embeddings resampled; accuracy may change",
+    )
     c.add_argument("--fast", action="store_true",
                    help="fast mode: bfloat16 on CPUs that support it, float16 on a GPU; about 2x "
                    "faster, probabilities differ slightly from float32")  # fmt: skip
@@ -91,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-worker", type=float, default=None, metavar="G",
                    help="GPUs each worker holds (default 0: the workers run on CPUs; 0.5: two share one)")  # fmt: skip
 
+    cli_maps.add_explain_options(c)
+    cli_maps.add_evaluate_maps(sub)
     m = sub.add_parser("models", help="list the models")
     m.add_argument("--json", action="store_true")
 
@@ -176,12 +183,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def _check_classify_options(args: argparse.Namespace) -> None:
+    cli_maps.check_explain_options(args)
     if args.input_size is not None:
         from .core.preprocess import parse_input_size
 
         size = parse_input_size(args.input_size)
         if size is None:
-            raise _UsageError(f"--input-size {args.input_size!r:.40} is not a size in pixels (e.g. 384 or 384x256)")
+            raise _UsageError(
+                f"--input-size {args.input_size!r:.40} is not a size in pixels (e.g. 384 or 384x256)"
+            )
         args.input_size = size
     if args.top_k < 1:
         raise _UsageError("--top-k must be at least 1")
@@ -218,6 +228,7 @@ class _LocalRun:
                                    progress=_download_progress(), fast=args.fast, labels=args.labels,
                                    input_size=args.input_size)  # fmt: skip
         self.told = _tell(self.clf.notices, 0)
+        self.explainer, self.attention = cli_maps.explainer_for(args, self.clf, attention)
 
     def outcomes(self, sources):
         from .core.export import outcome_record
@@ -225,7 +236,7 @@ class _LocalRun:
         paths = list(sources)  # known in advance: the progress line shows done/total
         self.total, clf, a = len(paths), self.clf, self.args
         for res in clf.iter_classify(paths, a.batch_size, a.top_k, self.attention):
-            yield outcome_record(res, self.out_dir, clf.max_pixels)
+            yield cli_maps.explained(self.explainer, res, outcome_record(res, self.out_dir, clf.max_pixels))
 
     def progress(self, done: int) -> None:
         _progress(done, self.total, "classified")
@@ -328,16 +339,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _UsageError(Exception):
-    pass
-
-
 def run_cli(argv: Sequence[str]) -> int:
     from .core.errors import VitDesktopError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"classify": cmd_classify, "models": cmd_models, "download": cmd_download}[args.command]
+    handler = {"classify": cmd_classify, "models": cmd_models, "download": cmd_download,
+               "evaluate-maps": cli_maps.cmd_evaluate_maps}[args.command]  # fmt: skip
     try:
         return handler(args)
     except _UsageError as exc:
