@@ -13,7 +13,9 @@ from harness import Figure, Sizes, interleaved, median_ms, paired_ratio
 from vit_desktop.core.classifier import load_classifier
 
 
-def _overhead(name: str, key: str, lib_model: torch.nn.Module, path: Path, sizes: Sizes, s: int) -> list[Figure]:
+def _overhead(
+    name: str, key: str, lib_model: torch.nn.Module, path: Path, sizes: Sizes, s: int
+) -> list[Figure]:
     ours = load_classifier(path, device="cpu")
     x = torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(1))
 

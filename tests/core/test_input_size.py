@@ -116,7 +116,17 @@ def test_the_command_line_runs_a_checkpoint_at_another_size(tmp_path):
     ckpt = tmp_path / "tv.pth"
     torch.save(small_torchvision_vit().state_dict(), ckpt)
     img, _ = shape_file(tmp_path, 2, size=(200, 150))
-    cmd = [sys.executable, "-m", "vit_desktop", "classify", str(img), "--model", str(ckpt), "--format", "json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vit_desktop",
+        "classify",
+        str(img),
+        "--model",
+        str(ckpt),
+        "--format",
+        "json",
+    ]
     out = subprocess.run([*cmd, "--input-size", "96"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[0])["patch_grid"] == [6, 6]

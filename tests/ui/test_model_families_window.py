@@ -84,7 +84,13 @@ def test_registers_are_never_patches_and_their_share_is_shown(qtbot, window, tmp
     torch.save(m.state_dict(), path)
     _open(qtbot, window, path)
     item = _classify(qtbot, window, tmp_path)
-    assert item.result.attention.layout.prefix == ("CLS", "register 1", "register 2", "register 3", "register 4")
+    assert item.result.attention.layout.prefix == (
+        "CLS",
+        "register 1",
+        "register 2",
+        "register 3",
+        "register 4",
+    )
     assert window.overlay.current_map().shape == (4, 4)
     note = window.attention.prefix_note.text()
     assert "4 register tokens" in note and "h3" in note
@@ -104,7 +110,9 @@ def test_a_dropped_hugging_face_folder_brings_its_labels(qtbot, window, tmp_path
 
 def test_a_model_without_cls_token_says_what_its_maps_show(qtbot, window, tmp_path):
     vp = pytest.importorskip("vit_pytorch")
-    m = _scaled(vp.SimpleViT(image_size=64, patch_size=16, num_classes=4, dim=64, depth=2, heads=2, mlp_dim=96))
+    m = _scaled(
+        vp.SimpleViT(image_size=64, patch_size=16, num_classes=4, dim=64, depth=2, heads=2, mlp_dim=96)
+    )
     path = tmp_path / "simple.pth"
     torch.save(m.state_dict(), path)
     (tmp_path / "simple.config.json").write_text('{"image_size": 64, "num_heads": 2}')

@@ -105,7 +105,9 @@ def _load(p: Path, display_name: str | None, labels: str | os.PathLike[str] | No
     name = short_name(p)
     family, contents, meta = _read(p, name)
     state, cfg = contents.state, dict(contents.config)
-    contents = architectures.FolderModel({}, {}, contents.labels, contents.preprocessing)  # let go of the tensors
+    contents = architectures.FolderModel(
+        {}, {}, contents.labels, contents.preprocessing
+    )  # let go of the tensors
     try:
         built = family.build(state, cfg, name)
     except CheckpointError:

@@ -20,7 +20,6 @@ from torch import nn
 
 from . import catalog, maps, weights
 from .capture import AttentionCapture, token_layout
-from .resizing import resize_model
 from .devices import (
     decode_workers,
     fast_dtype,
@@ -34,6 +33,7 @@ from .errors import CheckpointError, DeviceError, ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, load_image
 from .loading import default_model_id, load_model
 from .preprocess import Geometry, Preprocessing, prepare
+from .resizing import resize_model
 from .results import AttentionResult, ClassificationResult, ImageFailure, Prediction
 from .text import short_name
 

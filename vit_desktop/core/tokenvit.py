@@ -283,7 +283,9 @@ class TokenViT(nn.Module):
         cfg = self.cfg
         rows, cols = x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size
         if (rows, cols) != tuple(cfg.grid):
-            raise ValueError(f"input of {rows}×{cols} patches, the model is set for {cfg.grid[0]}×{cfg.grid[1]}")
+            raise ValueError(
+                f"input of {rows}×{cols} patches, the model is set for {cfg.grid[0]}×{cfg.grid[1]}"
+            )
         x = self.patch_embed(x)
         prefix = self._prefix(x.shape[0])
         if cfg.pos == "none":

@@ -77,7 +77,9 @@ class InputSizeMenu(QObject):
             return
         size = parse_input_size(text)
         if size is None:
-            self.control.win.status.say(f"{text.strip()[:40]!r} is not an input size (e.g. 384 or 384x256)", 8000)
+            self.control.win.status.say(
+                f"{text.strip()[:40]!r} is not an input size (e.g. 384 or 384x256)", 8000
+            )
             return
         self.choose(size)
 

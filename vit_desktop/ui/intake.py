@@ -28,7 +28,9 @@ class Intake:
         if models:  # a model file or folder is opened as the model, not classified
             win.load_model(os.path.abspath(models[0]))
             if len(models) > 1:
-                win.status.say(f"Opened {os.path.basename(os.path.normpath(models[0]))}: one model at a time", 8000)
+                win.status.say(
+                    f"Opened {os.path.basename(os.path.normpath(models[0]))}: one model at a time", 8000
+                )
             paths = [p for p in paths if p not in models]
             if not paths:
                 return

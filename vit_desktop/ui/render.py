@@ -55,7 +55,7 @@ def heads_grid(att, layer: int, cmap: str, cell: int = 48, query: int | None = N
 
 
 def register_share(att, layer: int, query: int | None = None) -> str:
-    """"Attention to registers, layer L: h1 12% · h2 3% …": the share of the query's attention
+    """ "Attention to registers, layer L: h1 12% · h2 3% …": the share of the query's attention
     that goes to the register tokens, per head ("" for a model without registers)."""
     regs = list(att.layout.registers)
     if not regs:

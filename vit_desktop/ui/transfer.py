@@ -94,8 +94,9 @@ def describe_drop(md: QMimeData) -> tuple[bool, str]:
         return True, f"Drop to fetch the {what} from {host_of(urls[0])} (you will be asked first)"
     if md.hasText() and os.path.exists(md.text().strip()):
         return True, "Drop to classify this path"
-    return False, ("Cannot drop this here: only image files, folders, image data, web links to images "
-                   "and model files")
+    return False, (
+        "Cannot drop this here: only image files, folders, image data, web links to images and model files"
+    )
 
 
 def qimage_to_pil(qimg: QImage):
