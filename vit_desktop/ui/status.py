@@ -1,5 +1,5 @@
 """The status bar: model, device, last inference time, and the long work under way (one
-progress bar and Cancel for every job: downloads, web fetches, folder runs)."""
+progress bar and Cancel for every job: downloads, web fetches, folder runs, slow maps)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class StatusPanel:
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(False)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the download or folder run (Esc); results so far are kept")
+        self.cancel_button.setToolTip("Stop the download, folder run or map being computed (Esc); results so far are kept")
         self.cancel_button.clicked.connect(cancel)
         self.cancel_button.setShortcut(QKeySequence("Esc"))  # only while it is shown
         bar.addWidget(self.model, 1)
