@@ -172,3 +172,42 @@ def test_resume_needs_a_json_lines_output(tmp_path):
         r = subprocess.run(_cli(str(img), "--resume", *extra), capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
         assert "--resume needs --output FILE with JSON lines" in r.stderr
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
+    import errno
+
+    from vit_desktop.core.export import OutputError, ResultWriter
+
+    class FillsUp:
+        """A stream on a disk with room for two lines."""
+
+        def __init__(self):
+            self.lines = []
+
+        def write(self, text):
+            if len(self.lines) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.lines.append(text)
+
+        def flush(self):
+            pass
+
+    stream = FillsUp()
+    w = ResultWriter("json", stream)
+    w.write({"path": "a.png", "error": "x"})
+    w.write({"path": "b.png", "error": "y"})
+    with pytest.raises(OutputError, match="No space left on device.*2 records written before"):
+        w.write({"path": "c.png", "error": "z"})
+    assert [json.loads(line)["path"] for line in stream.lines] == ["a.png", "b.png"]
+
+
+def test_resuming_with_another_model_is_refused_in_one_line(tmp_path):
+    from vit_desktop.core.export import OutputError
+
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"path": "a.png", "model": "vit-b-16", "top_k": []}) + "\n"
+                   + json.dumps({"path": "b.png", "error": "broken"}) + "\n")  # fmt: skip
+    assert read_done(out, "vit-b-16").paths == {"a.png", "b.png"}
+    with pytest.raises(OutputError, match="holds results of the model vit-b-16, not demo-shapes"):
+        read_done(out, "demo-shapes")

@@ -143,7 +143,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         attention = "full" if maps.DEFAULT_MAP.kind == "rollout" else "cls"
     else:
         attention = "peak"
-    done = read_done(args.output) if resume else Done()
+    done = read_done(args.output, model) if resume else Done()
     if done.paths:
         print(
             f"vit-desktop: resuming: {len(done.paths)} images already in {display(args.output)}",

@@ -158,6 +158,9 @@ def test_only_the_huge_models_fall_back_to_float16():
     assert dtype(32, 257, 1280, 16) == torch.float32  # ViT-H/14 at 224 px
     assert dtype(12, 197, 768, 12) == torch.float32  # ViT-B/16
     assert dtype(12, 577, 768, 12) == torch.float32  # ViT-B/16 at 384 px
+    # a batch is held whole: a folder run's 8 images of ViT-L/16 at 512 px (1.6 GB) fall back
+    assert capture.qk_dtype(24, 16, 1025, 64, batch=8) == torch.float16
+    assert capture.qk_dtype(12, 12, 197, 64, batch=8) == torch.float32  # ViT-B/16: 116 MB
 
 
 def test_past_the_budget_the_result_says_its_maps_are_approximate(monkeypatch):

@@ -13,12 +13,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
-
-from vit_desktop.core.checkpoints import load_checkpoint
-from vit_desktop.core.classifier import load_classifier
-from vit_desktop.core.errors import CheckpointError
-
-transformers = pytest.importorskip("transformers")
 from transformers import (  # noqa: E402
     DeiTConfig,
     DeiTForImageClassification,
@@ -29,6 +23,10 @@ from transformers import (  # noqa: E402
     ViTImageProcessor,
     ViTModel,
 )
+
+from vit_desktop.core.checkpoints import load_checkpoint
+from vit_desktop.core.classifier import load_classifier
+from vit_desktop.core.errors import CheckpointError
 
 try:  # transformers 5: the PIL image processors (the default ones resize with torchvision)
     from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil as DeiTPil

@@ -328,3 +328,19 @@ def _transformers_probs(folder: Path, img: Path) -> tuple[np.ndarray, dict[int, 
     with torch.no_grad():
         probs = model.eval()(pixel_values=pixels).logits.softmax(-1)[0].numpy()
     return probs, model.config.id2label
+
+
+def test_a_cached_file_without_a_known_hash_is_left_alone_and_not_used(tmp_path):
+    from vit_desktop.core import hub_cache
+
+    storage = tmp_path / "models--org--x"
+    (storage / "blobs").mkdir(parents=True)
+    snap = storage / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    copy = snap / "model.safetensors"  # a plain copy another program put there: no listing, no blob name
+    copy.write_bytes(b"not checked")
+    assert hub_cache.damage(storage, copy, None) == hub_cache.UNVERIFIED
+    assert copy.read_bytes() == b"not checked"
+    wrong = hub_cache.Want("sha256", "0" * 64)
+    assert "damaged" in hub_cache.damage(storage, copy, wrong)
+    assert not copy.exists()  # proven damaged: removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
 
@@ -12,8 +13,6 @@ from vit_desktop.core.architectures import imagenet_preprocessing
 from vit_desktop.core.classifier import Classifier
 from vit_desktop.core.resizing import InputSizeError, parse_size
 from vit_desktop.core.tokenvit import TokenViT, TokenViTConfig
-
-timm = pytest.importorskip("timm")
 
 
 def _timm_pair(img_size: int, **kw):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import timm
 import torch
+import transformers
+import vit_pytorch as vp
 from PySide6.QtCore import QSettings
 
 from tests.helpers import drop_paths, shape_file, small_torchvision_vit, wait_result
@@ -59,7 +62,6 @@ def test_a_dropped_checkpoint_is_opened_as_the_model(qtbot, window, tmp_path):
 
 
 def test_distilled_deit_offers_its_distillation_token_as_the_query(qtbot, window, tmp_path):
-    timm = pytest.importorskip("timm")
     m = _scaled(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=5,
                                   depth=2, img_size=64))  # fmt: skip
     path = tmp_path / "deit.pth"
@@ -77,7 +79,6 @@ def test_distilled_deit_offers_its_distillation_token_as_the_query(qtbot, window
 
 
 def test_registers_are_never_patches_and_their_share_is_shown(qtbot, window, tmp_path):
-    timm = pytest.importorskip("timm")
     m = _scaled(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, depth=2, img_size=64,
                                   reg_tokens=4, no_embed_class=True))  # fmt: skip
     path = tmp_path / "regs.pth"
@@ -97,7 +98,6 @@ def test_registers_are_never_patches_and_their_share_is_shown(qtbot, window, tmp
 
 
 def test_a_dropped_hugging_face_folder_brings_its_labels(qtbot, window, tmp_path):
-    transformers = pytest.importorskip("transformers")
     cfg = transformers.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
                                  image_size=64, patch_size=16, num_labels=3,
                                  id2label={0: "apple", 1: "pear", 2: "plum"}, label2id={"apple": 0, "pear": 1, "plum": 2})  # fmt: skip
@@ -109,7 +109,6 @@ def test_a_dropped_hugging_face_folder_brings_its_labels(qtbot, window, tmp_path
 
 
 def test_a_model_without_cls_token_says_what_its_maps_show(qtbot, window, tmp_path):
-    vp = pytest.importorskip("vit_pytorch")
     m = _scaled(
         vp.SimpleViT(image_size=64, patch_size=16, num_classes=4, dim=64, depth=2, heads=2, mlp_dim=96)
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .errors import VitDesktopError
 from .text import display, json_safe
 
 FORMATS = ("json", "csv", "table")
@@ -87,6 +88,10 @@ def csv_cell(value):
     return display(value)
 
 
+class OutputError(VitDesktopError):
+    """The results could not be written (the disk is full or failed)."""
+
+
 class ResultWriter:
     """Writes records to a text stream as JSON lines, CSV rows or table lines.
 
@@ -98,12 +103,27 @@ class ResultWriter:
             raise ValueError(f"unknown result format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.fmt, self.stream = fmt, stream
         self.sync_s, self._synced = sync_s, time.monotonic()
+        self.written = 0
         self.csv = None
         if fmt == "csv":
             self.csv = csv.DictWriter(stream, fieldnames=CSV_FIELDS, extrasaction="ignore")
             self.csv.writeheader()
 
     def write(self, obj: dict) -> None:
+        """Write one record; a disk that is full or fails is one :class:`OutputError` saying how
+        many records were written before (the ones written stay)."""
+        try:
+            self._write(obj)
+        except BrokenPipeError:
+            raise  # the reader went away (``| head``): the command line ends quietly
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the results ({exc.strerror or exc}); the {self.written} records written before "
+                "are kept (with --output, rerun with --resume to finish)"
+            ) from None
+        self.written += 1
+
+    def _write(self, obj: dict) -> None:
         obj = record(obj)
         if self.fmt == "json":
             self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -200,9 +220,11 @@ class Done:
         return json_safe(str(path)) in self.paths
 
 
-def read_done(path: str | os.PathLike[str]) -> Done:
+def read_done(path: str | os.PathLike[str], model: str | None = None) -> Done:
     """The records already in ``path`` (none when it does not exist).  A line that is not a
-    whole JSON record with a path (a torn last line) is counted, not trusted."""
+    whole JSON record with a path (a torn last line) is counted, not trusted.  ``model``: the
+    model the rerun uses; records of another model are refused in one :class:`OutputError`
+    (one file would otherwise mix two models' answers)."""
     done = Done()
     try:
         f = open(path, "rb")  # noqa: SIM115
@@ -220,6 +242,12 @@ def read_done(path: str | os.PathLike[str]) -> Done:
             except (ValueError, KeyError, TypeError):
                 done.unreadable += 1
                 continue
+            other = obj.get("model")
+            if model is not None and isinstance(other, str) and other != model:
+                raise OutputError(
+                    f"{display(os.fspath(path))} holds results of the model {display(other)}, not "
+                    f"{display(model)}: resume with that model, or write to another file"
+                )
             if p not in done.paths:
                 done.paths.add(p)
                 done.failed += "error" in obj

@@ -77,11 +77,16 @@ def file_hash(path: Path, kind: str, size: int, cancel: Cancel | None = None) ->
     return h.hexdigest()
 
 
+#: What :func:`damage` says of a cached file whose hash is known neither from a listing nor from
+#: its blob's name: it is left where it is, and not used.
+UNVERIFIED = "has no known hash to be checked against"
+
+
 def damage(storage: Path, pointer: Path, want: Want | None, cancel: Cancel | None = None) -> str:
     """Check the cached file ``pointer`` (a snapshot entry of the repository folder ``storage``)
     against ``want`` (the listing's hash) and the hash its blob is named by: "" when it
-    matches, :data:`MISSING` when it is not there, else why it is damaged; a damaged file is
-    removed, blob and all."""
+    matches, :data:`MISSING` when it is not there, :data:`UNVERIFIED` when no hash is known for
+    it (it is left alone), else why it is damaged; a damaged file is removed, blob and all."""
     if not pointer.is_file():
         return MISSING
     real = Path(os.path.realpath(pointer))
@@ -89,7 +94,9 @@ def damage(storage: Path, pointer: Path, want: Want | None, cancel: Cancel | Non
     wants = [want] if want is not None else []
     named = named_want(real.name) if real.parent == blobs else None
     wants += [named] if named is not None else []
-    why = "" if wants else "has no known hash to be checked against"
+    if not wants:  # not proven damaged: never removed (it may be another program's file)
+        return UNVERIFIED
+    why = ""
     try:
         size = real.stat().st_size
         for w in wants:
@@ -209,6 +216,9 @@ def snapshot(model: str, storage: Path, revision: str | None, why: str, cancel: 
         reason = damage(storage, folder / name, listing.get(name), cancel)
         if reason == MISSING:
             raise OfflineError(f"{model}: {name} is not in the Hugging Face cache and {why}")
+        if reason == UNVERIFIED:
+            raise OfflineError(f"{model}: the cached {name} cannot be checked (no hash is known for it) "
+                               f"and {why}; open it once with the network on")  # fmt: skip
         if reason:
             raise CorruptCacheError(f"the cached {name} of {model} {reason} and has been removed; it is "
                                     "downloaded again when the model is next opened with the network on")  # fmt: skip

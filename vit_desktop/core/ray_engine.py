@@ -109,6 +109,13 @@ class RaySession:
         self.job, self.stats = job, RunStats()
         loaded = load_model(job.model, pretrained=job.pretrained, allow_download=job.allow_download,
                             progress=progress, labels=job.labels)  # fmt: skip
+        if job.input_size is not None:  # resized here, once: a size that cannot be used is one line
+            from dataclasses import replace
+
+            from .resizing import resize_model
+
+            pre = resize_model(loaded.module, loaded.preprocessing, job.input_size, loaded.display_name)
+            loaded = replace(loaded, preprocessing=pre)
         self.started = _connect(self.ray, job)
         try:
             self.stats.workers = _worker_count(self.ray, job)
@@ -233,8 +240,6 @@ class _Worker:
         loaded = ray.get(shipped[0])
         self.clf = Classifier(loaded.module, loaded.preprocessing, loaded.labels, loaded.model_id,
                               loaded.display_name, device)  # fmt: skip
-        if job.input_size is not None:
-            self.clf.set_input_size(job.input_size)  # checked on the driver before the workers start
         if job.fast:
             self.clf.set_fast(True)  # where it is not available, float32 as in the local engine
         self.job = job
