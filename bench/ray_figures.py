@@ -113,8 +113,7 @@ def ray_figures(sizes: Sizes, folder: Path) -> list[Figure]:
     )
     repeats = 1 if sizes.tiny else 2 if sizes.name == "quick" else 3
     models = [("demo", "demo-shapes", True, 1 if sizes.tiny else 4)]  # (key, model, pretrained, task batches)
-    if not sizes.tiny:
-        models.append(("vit_b16", "vit-b-16", False, 1))
+    models.append(("vit_b16", "vit-b-16", False, 1))  # in the tiny run too: every figure is reported
     figs: list[Figure] = []
     try:
         startups = []

@@ -142,3 +142,34 @@ def test_without_ray_it_says_how_to_install_it(tmp_path):
     assert r.stderr.count("\n") == 1 and "pip install 'vit-desktop[cluster]'" in r.stderr, r.stderr
     r = subprocess.run(_cli(str(img), "--workers", "2"), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr == "vit-desktop: error: --workers is for --engine ray\n"
+
+
+@needs_ray
+def test_the_workers_add_the_local_engines_explanations_and_maps(tmp_path):
+    import numpy as np
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        shape_file(imgs, label=i * 2, size=(96, 80), seed=i)
+    runs = {}
+    for engine in ("local", "ray"):
+        out, maps = tmp_path / f"{engine}.jsonl", tmp_path / f"maps-{engine}"
+        extra = ["--workers", "1"] if engine == "ray" else []
+        r = subprocess.run(_cli(str(imgs), "--engine", engine, *extra, "--model", "demo-shapes", "--output", str(out),
+                                "--explain", "chefer,rollout", "--target", "top1,top2", "--map-out", str(maps)),
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs[engine] = {rec["path"]: rec for rec in _records(out)}
+    assert runs["local"].keys() == runs["ray"].keys() and len(runs["ray"]) == 4
+    for path, local in runs["local"].items():
+        ours = runs["ray"][path]["explanations"]
+        assert [(e["method"], e["target"]) for e in ours] == [
+            (e["method"], e["target"]) for e in local["explanations"]
+        ]
+        for a, b in zip(ours, local["explanations"], strict=True):
+            assert a["peak"] == b["peak"]
+            np.testing.assert_allclose(np.load(a["map_file"]), np.load(b["map_file"]), rtol=1e-5, atol=1e-7)
+    bad = subprocess.run(_cli(str(imgs), "--engine", "ray", "--model", "demo-shapes", "--explain", "chefer",
+                              "--target", "no such class"), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "no such class" in bad.stderr

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import __version__, cli_maps
+from . import __version__, cli_maps, cli_options
 from .cli_maps import UsageError as _UsageError
 from .core.defaults import DEVICE_CHOICES
 from .core.export import FORMATS
@@ -120,7 +120,7 @@ def _progress(done: int, total: int | None, label: str) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    _check_classify_options(args)
+    cli_options.check_classify(args)
     if args.engine == "ray":
         from .core import ray_engine
 
@@ -182,41 +182,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed or done.failed else EXIT_OK
 
 
-def _check_classify_options(args: argparse.Namespace) -> None:
-    cli_maps.check_explain_options(args)
-    if args.input_size is not None:
-        from .core.preprocess import parse_input_size
-
-        size = parse_input_size(args.input_size)
-        if size is None:
-            raise _UsageError(
-                f"--input-size {args.input_size!r:.40} is not a size in pixels (e.g. 384 or 384x256)"
-            )
-        args.input_size = size
-    if args.top_k < 1:
-        raise _UsageError("--top-k must be at least 1")
-    if args.batch_size < 1:
-        raise _UsageError("--batch-size must be at least 1")
-    if args.resume and (not args.output or args.format not in (None, "json")):
-        raise _UsageError("--resume needs --output FILE with JSON lines (not --format csv or table)")
-    ray_only = {"--address": args.address, "--workers": args.workers,
-                "--cpus-per-worker": args.cpus_per_worker, "--gpus-per-worker": args.gpus_per_worker}  # fmt: skip
-    if args.engine != "ray":
-        given = [name for name, value in ray_only.items() if value is not None]
-        if given:
-            raise _UsageError(f"{given[0]} is for --engine ray")
-        return
-    if args.workers is not None and args.workers < 1:
-        raise _UsageError("--workers must be at least 1")
-    if args.cpus_per_worker is not None and args.cpus_per_worker <= 0:
-        raise _UsageError("--cpus-per-worker must be above 0")
-    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
-        raise _UsageError("--gpus-per-worker must be 0 or more")
-    if args.device not in ("auto", "cuda" if args.gpus_per_worker else "cpu"):
-        raise _UsageError("with --engine ray the workers run on the GPU when --gpus-per-worker is above 0, "
-                          "else on the CPU; leave --device out")  # fmt: skip
-
-
 class _LocalRun:
     """The local engine: this process, with the classifier's own decode threads."""
 
@@ -255,7 +220,9 @@ class _RayRun:
         from .core.ray_engine import RayJob, RaySession
 
         job = RayJob(model=model, labels=args.labels, allow_download=not args.offline, fast=args.fast,
-                     top_k=args.top_k, attention=attention, batch_size=args.batch_size,
+                     top_k=args.top_k, attention=cli_maps.attention_for(args, attention), batch_size=args.batch_size,
+                     explain=tuple(args.explain or ()), targets=tuple(args.target or ()),
+                     map_dir=str(args.map_out) if args.explain and args.map_out else None,
                      overlay_dir=str(out_dir) if out_dir else None, address=args.address,
                      workers=args.workers, cpus_per_worker=args.cpus_per_worker or 1.0,
                      gpus_per_worker=args.gpus_per_worker or 0.0, input_size=args.input_size,

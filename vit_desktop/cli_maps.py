@@ -56,7 +56,7 @@ def _writable_folder(text: str, option: str) -> Path:
 
 
 def add_explain_options(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("explanations (JSON lines; --engine local)")
+    g = parser.add_argument_group("explanations (JSON lines)")
     g.add_argument("--explain", metavar="METHOD[,METHOD...]",
                    help=f"add each image's maps to its record as `explanations`: {', '.join(METHOD_NAMES)}; "
                    "chefer, gradcam, attn-grad and occlusion explain one class each")  # fmt: skip
@@ -77,8 +77,6 @@ def check_explain_options(args: argparse.Namespace) -> None:
         return
     args.explain = _methods(args.explain, "--explain")
     args.target = _names(args.target) or ["top1"]
-    if args.engine != "local":
-        raise UsageError("--explain runs with --engine local")
     if args.format not in (None, "json"):
         raise UsageError("--explain adds to JSON lines: leave out --format csv or table")
     args.format = "json"
@@ -87,47 +85,35 @@ def check_explain_options(args: argparse.Namespace) -> None:
 
 class _Explainer:
     def __init__(self, args: argparse.Namespace, clf) -> None:
-        import numpy as np
-
-        from .core.explain import resolve_target
-        from .core.map_eval import check_methods
+        from .core.map_eval import check_request
 
         self.clf, self.methods, self.targets, self.map_out = clf, args.explain, args.target, args.map_out
         try:
-            check_methods(clf, self.methods)
+            check_request(clf, self.methods, self.targets)  # one line before any image
         except ValueError as exc:
-            raise UsageError(f"--explain: {exc}") from None
-        probe = np.zeros(len(clf.labels), np.float32)
-        for t in self.targets:  # a label the model does not have: one line before any image
-            try:
-                resolve_target(clf, probe, t)
-            except ValueError as exc:
-                raise UsageError(f"--target: {exc}") from None
+            raise UsageError(str(exc)) from None
 
     def __call__(self, res, outcome: tuple[dict, str | None]) -> tuple[dict, str | None]:
-        from .core.errors import VitDesktopError
-        from .core.map_eval import explanation_records
+        from .core.map_eval import add_explanations
 
         obj, problem = outcome
-        if "error" in obj:
-            return outcome
-        try:
-            obj["explanations"] = explanation_records(self.clf, res, self.methods, self.targets, self.map_out)
-        except (VitDesktopError, ValueError, IndexError, OSError) as exc:
-            why = f"explanations: {' '.join(str(exc).split())}"
-            problem = f"{problem}; {why}" if problem else why
-        return obj, problem
+        return obj, add_explanations(self.clf, res, obj, problem, self.methods, self.targets, self.map_out)
 
 
 def explainer_for(args: argparse.Namespace, clf, attention: str):
     """(a callable that adds ``explanations`` to an outcome, or None without ``--explain``;
-    the attention mode to classify with: class-agnostic maps reuse what the forward pass
-    captured)."""
+    the attention mode to classify with, :func:`attention_for`)."""
     if not args.explain:
         return None, attention
-    if attention in ("peak", "cls") and set(args.explain) & {"attention", "rollout"}:
-        attention = "full"
-    return _Explainer(args, clf), attention
+    return _Explainer(args, clf), attention_for(args, attention)
+
+
+def attention_for(args: argparse.Namespace, attention: str) -> str:
+    """The attention mode to classify with: class-agnostic maps reuse what the forward pass
+    captured, so they need all of it."""
+    if args.explain and attention in ("peak", "cls") and set(args.explain) & {"attention", "rollout"}:
+        return "full"
+    return attention
 
 
 def explained(explainer, res, outcome: tuple[dict, str | None]) -> tuple[dict, str | None]:

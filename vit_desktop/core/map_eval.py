@@ -119,6 +119,40 @@ def explanation_records(clf, res, methods: Sequence[str], targets: Sequence[str 
     return out
 
 
+def check_request(clf, methods: Sequence[str], targets: Sequence[str | int]) -> None:
+    """Before any image: the model gives these methods' maps and has these classes; else a
+    :class:`ValueError` naming the option (``--explain: …`` or ``--target: …``)."""
+    from .explain import resolve_target
+
+    try:
+        check_methods(clf, methods)
+    except ValueError as exc:
+        raise ValueError(f"--explain: {exc}") from None
+    probe = np.zeros(len(clf.labels), np.float32)
+    for t in targets:  # a label the model does not have
+        try:
+            resolve_target(clf, probe, t)
+        except ValueError as exc:
+            raise ValueError(f"--target: {exc}") from None
+
+
+def add_explanations(clf, res, obj: dict, problem: str | None, methods: Sequence[str],
+                     targets: Sequence[str | int], map_dir: str | os.PathLike | None = None) -> str | None:  # fmt: skip
+    """Add ``explanations`` (:func:`explanation_records`) to the record ``obj`` of the
+    classified image ``res``, for both engines; a failure is added to ``problem`` (what is
+    said of the image on stderr) and the classification stays.  Returns the problem."""
+    from .errors import VitDesktopError
+
+    if "error" in obj:
+        return problem
+    try:
+        obj["explanations"] = explanation_records(clf, res, methods, targets, map_dir)
+    except (VitDesktopError, ValueError, IndexError, OSError) as exc:
+        why = f"explanations: {' '.join(str(exc).split())}"
+        return f"{problem}; {why}" if problem else why
+    return problem
+
+
 # -- masks --------------------------------------------------------------------------------------
 
 

@@ -58,6 +58,9 @@ class RayJob:
     task_batches: int = TASK_BATCHES
     pretrained: bool = True  # False: a catalog model with random weights (speed figures)
     input_size: tuple[int, int] | None = None  # (height, width) instead of the trained size
+    explain: tuple[str, ...] = ()  # explanation methods added to each record (``--explain``)
+    targets: tuple[str, ...] = ()  # their classes (``--target``)
+    map_dir: str | None = None  # where the workers write the raw maps (``--map-out``)
 
     @property
     def task_size(self) -> int:
@@ -97,6 +100,20 @@ def import_ray():
     return ray
 
 
+def _check_explain(loaded, job: RayJob) -> None:
+    from .classifier import Classifier
+    from .devices import resolve_device
+    from .errors import VitDesktopError
+    from .map_eval import check_request
+
+    clf = Classifier(loaded.module, loaded.preprocessing, loaded.labels, loaded.model_id,
+                     loaded.display_name, resolve_device("cpu"))  # fmt: skip
+    try:
+        check_request(clf, job.explain, job.targets)
+    except ValueError as exc:
+        raise VitDesktopError(str(exc)) from None
+
+
 class RaySession:
     """A run of the Ray engine: the model loaded here once (model errors are raised before
     Ray starts), then Ray joined at ``job.address`` or started on this machine; :meth:`close`
@@ -116,6 +133,8 @@ class RaySession:
 
             pre = resize_model(loaded.module, loaded.preprocessing, job.input_size, loaded.display_name)
             loaded = replace(loaded, preprocessing=pre)
+        if job.explain:  # an unknown class or a model without class-specific maps: one line, here
+            _check_explain(loaded, job)
         self.started = _connect(self.ray, job)
         try:
             self.stats.workers = _worker_count(self.ray, job)
@@ -252,6 +271,7 @@ class _Worker:
 
     def __call__(self, batch) -> dict[str, list[str]]:
         from .export import outcome_record
+        from .map_eval import add_explanations
 
         job = self.job
         sources = [json.loads(s) for s in batch["source"].to_pylist()]
@@ -260,6 +280,8 @@ class _Worker:
             sources, job.batch_size, job.top_k, job.attention, workers=self.decoders
         ):
             obj, err = outcome_record(res, self.overlay_dir, self.clf.max_pixels)
+            if job.explain:
+                err = add_explanations(self.clf, res, obj, err, job.explain, job.targets, job.map_dir)
             records.append(json.dumps(obj))
             errors.append(err or "")
         return {"record": records, "overlay_error": errors}

@@ -24,7 +24,9 @@ class StatusPanel:
         self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(False)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip("Stop the download, folder run or map being computed (Esc); results so far are kept")
+        self.cancel_button.setToolTip(
+            "Stop the download, folder run or map being computed (Esc); results so far are kept"
+        )
         self.cancel_button.clicked.connect(cancel)
         self.cancel_button.setShortcut(QKeySequence("Esc"))  # only while it is shown
         bar.addWidget(self.model, 1)
