@@ -15,6 +15,8 @@ def add_window_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, ima
     p.add_argument(
         "--device", choices=DEVICE_CHOICES, help="where the model runs (default: the last one used)"
     )
+    p.add_argument("--explain", metavar="LABEL",
+                   help="show why the image on screen is LABEL: its class-specific map (Relevance, Chefer et al.)")  # fmt: skip
     p.add_argument("--screenshot", metavar="OUT.png",
                    help="render the window offscreen once every image has its result, save a PNG, exit")  # fmt: skip
 

@@ -254,3 +254,18 @@ def test_the_gui_thread_runs_on_while_a_map_computes_and_cancel_stops_it(
     request = methods.MapRequest.of("occlusion", other, -1, "mean")
     assert request not in window.explain.entry(item).maps
     assert not window.status.cancel_button.isVisible()
+
+
+def test_the_explain_option_shows_that_classs_map_once_the_image_is_on_screen(qtbot, window, clf, tmp_path):
+    from vit_desktop.ui.app import _explain_when_shown
+
+    path = _scene(tmp_path)
+    _explain_when_shown(window, "Square")  # --explain Square (any case)
+    item = _open(qtbot, window, path)
+    qtbot.waitUntil(lambda: window.attention.settings().kind == "chefer" and not window.explain.busy(),
+                    timeout=60_000)  # fmt: skip
+    qtbot.waitUntil(lambda: window.current_map() is not None, timeout=30_000)
+    square = CLASSES.index("square")
+    assert window.explain.target_of(item) == square
+    want = explain.explain(clf, _batch(clf, path), "chefer", square)
+    np.testing.assert_allclose(window.current_map(), want, rtol=1e-4, atol=1e-6)

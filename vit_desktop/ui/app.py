@@ -86,6 +86,8 @@ def run_app(argv: list[str]) -> int:
     win.show()
     if args.images:
         win.add_paths(args.images)
+    if args.explain:
+        _explain_when_shown(win, args.explain)
     if args.screenshot:
         return _exit_now_if_stuck(_screenshot(app, win, args.screenshot, expect_result=bool(args.images)))
     return _exit_now_if_stuck(app.exec())
@@ -136,6 +138,26 @@ def _trace_events(win) -> None:
     win.overlayDrawn.connect(lambda: mark("first_prediction_drawn"))
 
 
+def _explain_when_shown(win, label: str) -> None:
+    """``--explain LABEL``: once the first image is on screen with the model's labels known,
+    choose that class (its class-specific map follows); an unknown label is said once."""
+    state = {"done": False}
+
+    def try_now() -> None:
+        names = win.explain.names
+        if state["done"] or not names or win.session.shown is None or win.session.shown.result is None:
+            return
+        state["done"] = True
+        wanted = label.casefold()
+        index = next((i for i, n in enumerate(names) if n.casefold() == wanted), None)
+        if index is None:
+            win.status.say(f"--explain: the model has no class called {label!r:.60}", 15000)
+            return
+        win.explain.choose(index)
+
+    win.overlayDrawn.connect(try_now)
+
+
 def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_ms: int = 120_000) -> int:
     state = {"rc": None}
 
@@ -157,8 +179,8 @@ def _screenshot(app: QApplication, win, out: str, expect_result: bool, timeout_m
     poll = QTimer()
     poll.setInterval(50)
 
-    def ready() -> None:  # every image done and the current overlay drawn
-        if win.idle() and (not expect_result or win.current_map() is not None):
+    def ready() -> None:  # every image done and the current overlay drawn (a class map included)
+        if win.idle() and not win.explain.busy() and (not expect_result or win.current_map() is not None):
             poll.stop()
             shoot()
 

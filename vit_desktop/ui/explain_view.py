@@ -140,6 +140,10 @@ class ExplainController(QObject):
             self._ask_map(item, req)
         return grid
 
+    def busy(self) -> bool:
+        """A map or a score asked of the worker and not answered yet."""
+        return bool(self._pending)
+
     def waiting(self, item: Item, s: ViewSettings) -> bool:
         e = self.entry(item)
         latest = self._latest["map"]
