@@ -51,7 +51,7 @@ class MapSpec:
 
 #: The map the command line reports the peak of, and the app shows first: attention
 #: rollout, heads averaged, the lowest 90% of each layer's attention discarded (the setting
-#: vit-explain made popular).  Measured on the shipped demo model, 500 held-out images:
+#: vit-explain made popular).  Measured on the demo model trained on single shapes, 500 held-out images:
 #: its peak fell inside the shape 91.8% of the time, against 78% for the last layer's CLS
 #: attention and 82% for rollout without discarding.  (The second-to-last layer's CLS
 #: attention scored 92.4%, but which layer is best depends on the model; rollout does not.)
