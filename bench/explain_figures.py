@@ -110,3 +110,43 @@ def chefer_peak_memory(sizes: Sizes) -> list[Figure]:
                            f"{name}, CPU: peak growth {plain / 1024:.0f} MB for a forward pass, "
                            f"{chefer / 1024:.0f} MB for Chefer's map"))  # fmt: skip
     return figs
+
+
+def window_figures(sizes: Sizes, folder) -> list[Figure]:
+    """The window while class-specific maps are computed (explain_gui_probe.py, its own
+    process): the GUI thread's longest stall, and going back to a cached class."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from app_figures import _checkpoint
+    from harness import photo_like
+
+    here = Path(__file__).resolve().parent
+    ckpt = _checkpoint(sizes, folder)
+    image = Path(folder) / "explain-photo.jpg"
+    if not image.exists():
+        photo_like(640, 480, seed=3).save(image, "JPEG", quality=90)
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, str(here / "explain_gui_probe.py"), str(ckpt), str(image)], env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise RuntimeError(
+            f"the explain window probe failed (exit {proc.returncode}): {proc.stderr[-800:]}"
+        ) from None
+    if "error" in out:
+        raise RuntimeError(f"the explain window probe: {out['error']}")
+    arch = "tiny ViT" if sizes.tiny else "ViT-B/16"
+    computed = ", ".join(f"{t:.0f}" for t in out["computed_ms"])
+    return [
+        Figure("explain_ui_max_stall_ms", round(out["max_gap_ms"], 1), "ms", 50, False,
+               f"longest gap between ticks of a 5 ms timer on the GUI thread while Relevance (Chefer) maps of "
+               f"3 classes are computed in the worker, {arch} checkpoint (random weights); each took {computed} ms"),
+        Figure("explain_cached_class_ms", round(max(out["cached_ms"]), 1), "ms", 50, False,
+               "choosing a class whose map was computed before → its map on screen (from the window's cache, "
+               "no worker call); the slowest of 4 switches"),
+    ]  # fmt: skip

@@ -38,7 +38,7 @@ EXPECTED = {
     "fast_mode_speedup", "fast_mode_top1_agreement", "timm_vit_s16_capture_overhead_ratio",
     "hf_vit_b16_capture_overhead_ratio", "explain_chefer_vs_forward", "explain_gradcam_vs_forward",
     "explain_attn_grad_vs_forward", "explain_occlusion_vs_forward", "chefer_b16_extra_peak_mb",
-    "chefer_h14_518_extra_peak_mb", "ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1",
+    "chefer_h14_518_extra_peak_mb", "explain_ui_max_stall_ms", "explain_cached_class_ms", "ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1",
 }  # fmt: skip
 
 
