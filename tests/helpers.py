@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
@@ -410,3 +411,16 @@ def hf_vit_files(folder, num_labels: int = 5, seed: int = 0) -> None:
            "image_processor_type": "ViTImageProcessor", "image_std": [0.5] * 3, "resample": 2,
            "rescale_factor": 1 / 255, "size": {"height": 32, "width": 32}}  # fmt: skip
     (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread for a test module (import it there): these models are small (or run
+    once), and on a loaded machine two threads waiting for each other on every small op cost
+    more than they give."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

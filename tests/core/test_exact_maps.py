@@ -13,22 +13,13 @@ from PIL import Image
 from torch import nn
 
 import vit_desktop.core.families  # noqa: F401  (registers the families)
+from tests.helpers import one_torch_thread  # noqa: F401 (an autouse fixture)
 from vit_desktop.core import capture, maps
 from vit_desktop.core.architectures import imagenet_preprocessing
 from vit_desktop.core.classifier import Classifier
 
 TOL = 1e-6
 DISCARDS = (0.0, 0.5, 0.9)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are small (or run once), and on a loaded machine
-    two threads waiting for each other on every small op cost more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=["vit_b_16", "vit_b_32"])

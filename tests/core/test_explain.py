@@ -25,7 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import vit_desktop.core.families  # noqa: F401  (registers the families)
-from tests.helpers import small_torchvision_vit
+from tests.helpers import (
+    one_torch_thread,  # noqa: F401 (an autouse fixture)
+    small_torchvision_vit,
+)
 from vit_desktop.core import explain as ex
 from vit_desktop.core.explain_methods import occlusion_patches
 from vit_desktop.core.minivit import MiniViT, MiniViTConfig
@@ -40,16 +43,6 @@ def _relative(got: np.ndarray, want: np.ndarray) -> float:
     scale = float(np.abs(want).max())
     assert scale > 0
     return float(np.abs(np.asarray(got).reshape(-1) - np.asarray(want).reshape(-1)).max()) / scale
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are small (or run once), and on a loaded machine
-    two threads waiting for each other on every small op cost more than they give."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- models ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QElapsedTimer, QSettings, Qt, QTimer
+from PySide6.QtCore import QElapsedTimer, Qt, QTimer
 from PySide6.QtTest import QTest
 
 from tests.helpers import wait_result, worker_barrier
@@ -21,21 +21,12 @@ from vit_desktop.core.demo import samples
 from vit_desktop.core.demo.shapes import CLASSES, generate_scene
 from vit_desktop.ui import methods
 from vit_desktop.ui.jobs import JobKind
-from vit_desktop.ui.main_window import MainWindow
-from vit_desktop.ui.settings import Settings
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIT_DESKTOP_NO_DIALOGS", "1")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # sample images land here
-    settings = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings, model="demo-shapes", device="cpu")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: bool(win.model_ready), timeout=60_000)
-    yield win
-    win.close()
+@pytest.fixture(autouse=True)
+def _samples_cache(tmp_path, monkeypatch):
+    """Sample images land in this test's own cache folder (before the window is made)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")

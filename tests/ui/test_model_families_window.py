@@ -5,28 +5,12 @@ distillation token to choose as the query, registers reported per head, no CLS t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import timm
 import torch
 import transformers
 import vit_pytorch as vp
-from PySide6.QtCore import QSettings
 
 from tests.helpers import drop_paths, shape_file, small_torchvision_vit, wait_result
-from vit_desktop.ui.main_window import MainWindow
-from vit_desktop.ui.settings import Settings
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIT_DESKTOP_NO_DIALOGS", "1")
-    settings = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings, model="demo-shapes", device="cpu")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: bool(win.model_ready), timeout=60_000)
-    yield win
-    win.close()
 
 
 def _scaled(model: torch.nn.Module) -> torch.nn.Module:

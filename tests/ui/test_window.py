@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, QSettings, QUrl
+from PySide6.QtCore import QMimeData, QPoint, QUrl
 from PySide6.QtGui import QImage
 
 from tests.helpers import drop_mime as _drop
@@ -13,20 +12,7 @@ from tests.helpers import shape_file as _shape_file
 from tests.helpers import wait_result as _wait_result
 from tests.helpers import worker_barrier
 from vit_desktop.core.demo.shapes import generate
-from vit_desktop.ui.main_window import STILL_RUNNING, MainWindow
-from vit_desktop.ui.settings import Settings
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIT_DESKTOP_NO_DIALOGS", "1")
-    settings = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    win = MainWindow(settings, model="demo-shapes", device="cpu")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: bool(win.model_ready), timeout=60_000)
-    yield win
-    win.close()
+from vit_desktop.ui.main_window import STILL_RUNNING
 
 
 def test_drop_files_classifies_and_draws(qtbot, window, tmp_path):

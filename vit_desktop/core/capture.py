@@ -156,21 +156,36 @@ def _make_forward(mha: nn.MultiheadAttention, store: _Store):
     return forward
 
 
-class AttentionCapture:
-    """``with AttentionCapture(model) as cap: logits = model(x)`` then ``cap.collect()``."""
+class AttentionHooks:
+    """A ``with`` block that instruments attention modules and always puts them back: each
+    :class:`.tokenvit.Attention` gets a callback in its ``attr`` attribute (:meth:`hook`), each
+    ``nn.MultiheadAttention`` a replacement ``forward`` as an instance attribute
+    (:meth:`forward`); both are removed in ``__exit__`` whatever happens.  ``targets`` are
+    (block index, module) pairs; ``what`` names the instrumenting in the error for a module of
+    another kind."""
 
-    def __init__(self, model: nn.Module, keep_qk: bool = True) -> None:
-        self.modules = attention_modules(model)
-        self.layout = token_layout(model)
-        self.store = _Store(keep_qk, len(self.modules))
+    attr = "observer"
+    what = "attention capture"
 
-    def __enter__(self) -> AttentionCapture:
+    def __init__(self, targets: list[tuple[int, nn.Module]]) -> None:
+        self.targets = targets
+        self.modules = [m for _, m in targets]
+
+    def hook(self, index: int, module: Attention):
+        raise NotImplementedError
+
+    def forward(self, index: int, module: nn.MultiheadAttention):
+        raise NotImplementedError
+
+    def __enter__(self):
         try:
-            for m in self.modules:
+            for i, m in self.targets:
                 if isinstance(m, Attention):
-                    m.observer = _observer(self.store, self.layout)
+                    setattr(m, self.attr, self.hook(i, m))
+                elif isinstance(m, nn.MultiheadAttention):
+                    m.forward = self.forward(i, m)
                 else:
-                    m.forward = _make_forward(m, self.store)
+                    raise ValueError(f"{self.what} cannot see into a {type(m).__name__}")
         except BaseException:
             self._remove()
             raise
@@ -179,12 +194,27 @@ class AttentionCapture:
     def _remove(self) -> None:
         for m in self.modules:
             if isinstance(m, Attention):
-                m.observer = None
+                setattr(m, self.attr, None)
             else:
                 m.__dict__.pop("forward", None)
 
     def __exit__(self, *exc) -> None:
         self._remove()
+
+
+class AttentionCapture(AttentionHooks):
+    """``with AttentionCapture(model) as cap: logits = model(x)`` then ``cap.collect()``."""
+
+    def __init__(self, model: nn.Module, keep_qk: bool = True) -> None:
+        super().__init__(list(enumerate(attention_modules(model))))
+        self.layout = token_layout(model)
+        self.store = _Store(keep_qk, len(self.modules))
+
+    def hook(self, index: int, module: Attention):
+        return _observer(self.store, self.layout)
+
+    def forward(self, index: int, module: nn.MultiheadAttention):
+        return _make_forward(module, self.store)
 
     def collect(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(cls (B, L, H, N) float32, q (B, L, H, N, d) float32 (float16 past

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .architectures import Family, family_for_module
-from .capture import attention_modules, token_layout
+from .capture import AttentionHooks, attention_modules, token_layout
 from .results import TokenLayout
 from .tokenvit import Attention
 
@@ -128,40 +128,24 @@ def _explicit_forward(mha: nn.MultiheadAttention, index: int, on_attention: OnAt
     return forward
 
 
-class ExplicitAttention:
+class ExplicitAttention(AttentionHooks):
     """``with ExplicitAttention(parts, on_attention):`` every attention module (or only block
     ``only``'s) computes A = softmax(q·kᵀ/√d) explicitly and calls ``on_attention(block_index,
     A)`` with it (B, H, N, N) before out = A·v."""
 
+    attr = "explicit"
+    what = "class-specific maps"
+
     def __init__(self, parts: Parts, on_attention: OnAttention, only: int | None = None) -> None:
         indices = range(parts.depth) if only is None else (parts.layer_index(only),)
-        self.chosen = [(i, parts.attention[i]) for i in indices]
-        self.modules = [m for _, m in self.chosen]
+        super().__init__([(i, parts.attention[i]) for i in indices])
         self.on_attention = on_attention
 
-    def __enter__(self) -> ExplicitAttention:
-        try:
-            for i, m in self.chosen:
-                if isinstance(m, Attention):
-                    m.explicit = lambda a, i=i: self.on_attention(i, a)
-                elif isinstance(m, nn.MultiheadAttention):
-                    m.forward = _explicit_forward(m, i, self.on_attention)
-                else:
-                    raise ValueError(f"class-specific maps cannot see into a {type(m).__name__}")
-        except BaseException:
-            self._remove()
-            raise
-        return self
+    def hook(self, index: int, module: Attention):
+        return lambda a: self.on_attention(index, a)
 
-    def _remove(self) -> None:
-        for m in self.modules:
-            if isinstance(m, Attention):
-                m.explicit = None
-            else:
-                m.__dict__.pop("forward", None)
-
-    def __exit__(self, *exc) -> None:
-        self._remove()
+    def forward(self, index: int, module: nn.MultiheadAttention):
+        return _explicit_forward(module, index, self.on_attention)
 
 
 class LastAttention:
