@@ -17,6 +17,7 @@ def _private_dirs(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.setenv("VIT_DESKTOP_LOG_DIR", str(tmp_path_factory.mktemp("logs")))
+    monkeypatch.setenv("VIT_DESKTOP_FEATURE_CACHE", str(tmp_path_factory.mktemp("features")))
     monkeypatch.delenv("VIT_DESKTOP_WEIGHTS_URL", raising=False)
     yield
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import __version__, cli_maps, cli_options
+from . import __version__, cli_maps, cli_options, cli_train
 from .cli_maps import UsageError as _UsageError
 from .core.defaults import DEVICE_CHOICES
 from .core.export import FORMATS
@@ -24,7 +24,7 @@ from .logs import ensure_std_streams, keep_terminal_for_our_lines, log_exception
 from .options import add_window_options
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("classify", "models", "download", "evaluate-maps")
+COMMANDS = ("classify", "models", "download", "evaluate-maps", "train")
 ENGINES = ("local", "ray")
 
 
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_maps.add_explain_options(c)
     cli_maps.add_evaluate_maps(sub)
+    cli_train.add_train(sub)
     m = sub.add_parser("models", help="list the models")
     m.add_argument("--json", action="store_true")
 
@@ -312,7 +313,7 @@ def run_cli(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = {"classify": cmd_classify, "models": cmd_models, "download": cmd_download,
-               "evaluate-maps": cli_maps.cmd_evaluate_maps}[args.command]  # fmt: skip
+               "evaluate-maps": cli_maps.cmd_evaluate_maps, "train": cli_train.cmd_train}[args.command]  # fmt: skip
     try:
         return handler(args)
     except _UsageError as exc:

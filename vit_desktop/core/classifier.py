@@ -7,6 +7,7 @@ re-exported from there."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -271,48 +272,58 @@ class Classifier:
                       attention: bool | str = "none", cancel: Callable[[], bool] | None = None,
                       workers: int | None = None,
                       on_decoded: Callable[[LoadedImage], None] | None = None) -> Iterator[Outcome]:  # fmt: skip
-        """Classify many images in input order, decoding the next ones on threads while
-        the model runs (the one decode pool of a folder run).  Failures are yielded as
-        :class:`ImageFailure` and the rest go on.  ``cancel`` is checked between batches;
+        """Classify many images in input order, decoded on :func:`iter_prepared`'s pool while
+        the model runs; failures are yielded as :class:`ImageFailure` and the rest go on.
         ``on_decoded`` is called on the decode thread with each file's decoded image."""
         mode = _attention_mode(attention)
-        workers = workers or decode_workers()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode",
-                                initializer=lower_thread_priority) as pool:  # fmt: skip
-            pending = []
-            it = iter(paths)
-            exhausted = False
+        prep = functools.partial(self.prepare, source=None, on_decoded=on_decoded)
+        for done in iter_prepared(paths, prep, batch_size, cancel, workers):
+            good = [p for p in done if isinstance(p, Prepared)]
+            results = iter(self._results(good, mode, top_k) if good else [])
+            for p in done:
+                yield next(results) if isinstance(p, Prepared) else p
 
-            def fill() -> None:
-                nonlocal exhausted
-                while not exhausted and len(pending) < 2 * batch_size + workers:
-                    try:
-                        item = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        return
-                    pending.append((item, pool.submit(self.prepare, item, None, on_decoded)))
 
-            try:
+def iter_prepared(items: Iterable, prepare: Callable[[object], Prepared], batch_size: int = FOLDER_BATCH,
+                  cancel: Callable[[], bool] | None = None,
+                  workers: int | None = None) -> Iterator[list[Prepared | ImageFailure]]:  # fmt: skip
+    """``prepare(item)`` for every item on a pool of low-priority decode threads, a few batches
+    ahead, yielded in input order as lists of ``batch_size`` (an item that could not be
+    prepared as an :class:`ImageFailure`); ``cancel`` is checked between batches."""
+    workers = workers or decode_workers()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode",
+                            initializer=lower_thread_priority) as pool:  # fmt: skip
+        pending = []
+        it = iter(items)
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < 2 * batch_size + workers:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    exhausted = True
+                    return
+                pending.append((item, pool.submit(prepare, item)))
+
+        try:
+            fill()
+            while pending:
+                if cancel is not None and cancel():
+                    return
+                chunk, pending[:] = pending[:batch_size], pending[batch_size:]
                 fill()
-                while pending:
-                    if cancel is not None and cancel():
-                        return
-                    chunk, pending[:] = pending[:batch_size], pending[batch_size:]
-                    fill()
-                    done: list[Prepared | ImageFailure] = []
-                    for item, fut in chunk:
-                        try:
-                            done.append(fut.result())
-                        except (ImageLoadError, MemoryError) as exc:
-                            done.append(_failure(item, exc))
-                    good = [p for p in done if isinstance(p, Prepared)]
-                    results = iter(self._results(good, mode, top_k) if good else [])
-                    for p in done:
-                        yield next(results) if isinstance(p, Prepared) else p
-            finally:  # cancelled, closed or failed: decodes not started yet never start
-                for _, fut in pending:
-                    fut.cancel()
+                done: list[Prepared | ImageFailure] = []
+                for item, fut in chunk:
+                    try:
+                        done.append(fut.result())
+                    except (ImageLoadError, MemoryError) as exc:
+                        done.append(_failure(item, exc))
+                yield done
+        finally:  # cancelled, closed or failed: decodes not started yet never start
+            for _, fut in pending:
+                fut.cancel()
 
 
 def _failure(item: ImageInput, exc: Exception) -> ImageFailure:

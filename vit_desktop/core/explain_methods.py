@@ -125,7 +125,14 @@ def chefer_row(parts: Parts, x: torch.Tensor, target: int, *, recompute: bool | 
                 saved.append((h, y, seen.take(i)))
                 h = y.detach()
         h.requires_grad_(True)
-        (g,) = torch.autograd.grad(_logit(parts.classify(h), target), h)
+        # A head that reads earlier blocks too (parts.tapped) reads block i's output as the
+        # saved input of block i + 1: its gradient there joins the one carried back.
+        direct: dict[int, torch.Tensor] = {}
+        for i in parts.tapped:
+            leaf = (saved[i + 1] if recompute else saved[i + 1][0]).requires_grad_(True)
+            parts.blocks[i].last = direct[i] = leaf
+        g, *more = torch.autograd.grad(_logit(parts.classify(h), target), (h, *direct.values()))
+        direct = dict(zip(direct, more))
         r = parts.query_vector(n, x.device)
         for i in reversed(range(parts.depth)):
             _check(cancel)
@@ -146,6 +153,8 @@ def chefer_row(parts: Parts, x: torch.Tensor, target: int, *, recompute: bool | 
                 abar /= a.shape[1]
                 r = r + r @ abar
             g = grads[1] if i else None
+            if i - 1 in direct:
+                g = g + direct.pop(i - 1)
             del a, xin, grads, abar
     return r.detach().float().cpu()
 

@@ -71,6 +71,12 @@ class Parts:
     def depth(self) -> int:
         return len(self.blocks)
 
+    @property
+    def tapped(self) -> tuple[int, ...]:
+        """Blocks before the last whose output the head reads too (a taught classifier's
+        :class:`.families.taught.TapBlock` with ``tap`` set keeps it in ``last``)."""
+        return tuple(i for i, b in enumerate(self.blocks[:-1]) if getattr(b, "tap", False))
+
     def layer_index(self, layer: int) -> int:
         """``layer`` (negative counts from the end) as an index; an IndexError out of range."""
         if not -self.depth <= layer < self.depth:

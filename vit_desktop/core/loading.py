@@ -57,6 +57,12 @@ def load_model(model: str | os.PathLike[str] | catalog.ModelEntry = catalog.DEMO
         text = os.fspath(model)
         entry = None if looks_like_path(text) else catalog.get(text)
     if entry is None:
+        from .teach import saved  # a taught classifier's file
+
+        if saved.metadata(os.fspath(model)) is not None:
+            module, pre, names, name = saved.load(os.fspath(model), build_entry_module, progress, cancel,
+                                                  allow_download)  # fmt: skip
+            return LoadedModel(module, pre, names, os.fspath(model), name)
         built = checkpoints.load_checkpoint(Path(os.fspath(model)), labels=labels)
         return LoadedModel(built.module, built.preprocessing, built.labels, os.fspath(model), built.name)
     module = build_entry_module(entry, pretrained, progress, cancel, allow_download)

@@ -134,20 +134,27 @@ def _background(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, l
     return img, [c0]
 
 
-def random_size(rng: np.random.Generator) -> tuple[int, int]:
-    """(width, height) with sides in 64–640 and aspect ratio in 0.5–2."""
+def random_size(
+    rng: np.random.Generator, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE
+) -> tuple[int, int]:
+    """(width, height) with sides in 64–640 (or the given range) and aspect ratio in 0.5–2
+    (narrowed to what the range allows)."""
+    lo, hi = max(MIN_ASPECT, min_side / max_side), min(MAX_ASPECT, max_side / min_side)
     while True:
-        aspect = math.exp(rng.uniform(math.log(MIN_ASPECT), math.log(MAX_ASPECT)))
-        short = rng.uniform(MIN_SIDE, MAX_SIDE / max(aspect, 1 / aspect))
+        aspect = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        short = rng.uniform(min_side, max_side / max(aspect, 1 / aspect))
         w, h = (short * aspect, short) if aspect >= 1 else (short, short / aspect)
         w, h = int(round(w)), int(round(h))
-        if MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE:
+        if min_side <= w <= max_side and min_side <= h <= max_side:
             return w, h
 
 
-def _posed(label: int, extent: float, rng: np.random.Generator) -> list[np.ndarray]:
-    """The class's polygons at nominal size ``extent``, turned by a random angle."""
-    polys = _outline(label, extent, rng)
+def _posed(label: int, extent: float, rng: np.random.Generator, outline=None) -> list[np.ndarray]:
+    """The class's polygons at nominal size ``extent``, turned by a random angle.
+
+    ``outline(label, size, rng)`` gives the polygons of another set of classes (default
+    :func:`_outline`, the demo's)."""
+    polys = (outline or _outline)(label, extent, rng)
     theta = rng.uniform(0, 2 * math.pi)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     return [p @ rot.T for p in polys]
@@ -191,6 +198,7 @@ def generate(
     size: tuple[int, int] | None = None,
     max_side: int | None = None,
     with_mask: bool = False,
+    outline=None,
 ) -> ShapeSample:
     """Draw one sample.
 
@@ -198,6 +206,7 @@ def generate(
     pixels (the training loop uses it: the model sees a downscaled image anyway); the
     bounding box is still given in full-size pixels.  ``with_mask`` adds the shape's pixel
     mask at the drawn scale; it draws nothing more from ``rng``, so the images are the same.
+    ``outline`` draws another set of classes (see :func:`_posed`); ``label`` is then its index.
     """
     if label is None:
         label = int(rng.integers(len(CLASSES)))
@@ -206,7 +215,7 @@ def generate(
 
     short = min(full_w, full_h) * scale
     extent = rng.uniform(MIN_FRACTION, MAX_FRACTION) * short
-    polys = _posed(label, extent, rng)
+    polys = _posed(label, extent, rng, outline)
     lo = polys[0].min(axis=0)
     hi = polys[0].max(axis=0)
     cx = rng.uniform(-lo[0], w - hi[0]) if w - hi[0] > -lo[0] else w / 2

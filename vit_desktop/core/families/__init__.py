@@ -19,4 +19,7 @@ from . import hf_vit
 # isort: split
 from . import vit_pytorch
 
-__all__ = ["hf_vit", "minivit", "timm_vit", "torchvision_vit", "vit_pytorch"]
+# isort: split
+from . import taught
+
+__all__ = ["hf_vit", "minivit", "taught", "timm_vit", "torchvision_vit", "vit_pytorch"]
