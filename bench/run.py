@@ -56,6 +56,12 @@ KEYS: dict[str, tuple[float, bool, str]] = {
     "ray_vs_local_demo": (0.8, True, "x"),
     "ray_vs_local_vit_b16": (0.8, True, "x"),
     "ray_scaling_2_vs_1": (1.8, True, "x"),
+    "teach_extract_vs_folder": (0.9, True, "x"),
+    "teach_linear_head_s": (2.0, False, "s"),
+    "teach_retrain_extracted": (10, False, "images"),
+    "teach_peak_mb": (2000, False, "MB"),
+    "teach_default_accuracy": (0.85, True, "ratio"),
+    "teach_best_accuracy": (0.92, True, "ratio"),
 }
 
 
@@ -66,6 +72,7 @@ def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Fi
     import folder_figures
     import model_figures
     import ray_figures
+    import teach_figures
 
     folder = cache_dir(sizes)
     out: list[tuple[tuple[str, ...], Callable[[], list[Figure]]]] = [
@@ -89,6 +96,12 @@ def benchmarks(sizes: Sizes) -> list[tuple[tuple[str, ...], Callable[[], list[Fi
         (("ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1", "ray_startup_s",
           "ray_vit_b16_cuda_img_s"),
          lambda: ray_figures.ray_figures(sizes, folder)),
+        (("teach_extract_vs_folder",),
+         lambda: teach_figures.extraction_vs_folder(sizes, image_set(sizes, folder / f"folder-{sizes.name}"))),
+        (("teach_linear_head_s",), lambda: teach_figures.linear_head_time(sizes)),
+        (("teach_default_accuracy", "teach_best_accuracy", "teach_retrain_extracted"),
+         lambda: teach_figures.retrain_and_accuracy(sizes)),
+        (("teach_peak_mb",), lambda: teach_figures.peak_memory(sizes)),
     ]  # fmt: skip
     if torch.cuda.is_available():
         out += [

@@ -39,6 +39,8 @@ EXPECTED = {
     "hf_vit_b16_capture_overhead_ratio", "explain_chefer_vs_forward", "explain_gradcam_vs_forward",
     "explain_attn_grad_vs_forward", "explain_occlusion_vs_forward", "chefer_b16_extra_peak_mb",
     "chefer_h14_518_extra_peak_mb", "explain_ui_max_stall_ms", "explain_cached_class_ms", "ray_vs_local_demo", "ray_vs_local_vit_b16", "ray_scaling_2_vs_1",
+    "teach_extract_vs_folder", "teach_linear_head_s", "teach_retrain_extracted", "teach_peak_mb",
+    "teach_default_accuracy", "teach_best_accuracy",
 }  # fmt: skip
 
 
