@@ -128,6 +128,20 @@ def metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
     return meta if meta.get("format") == FORMAT else None
 
 
+def missing_backbone(path: str | os.PathLike[str]) -> catalog.ModelEntry | None:
+    """The catalog entry of a classifier file's backbone when its weights are not on disk
+    (opening the file would download them), else None (cheap: the header only)."""
+    meta = metadata(path)
+    if meta is None:
+        return None
+    try:
+        ident = BackboneId.from_dict(json.loads(meta.get("backbone", "")))
+        entry = catalog.get(ident.model_id) if ident.catalog else None
+    except (ValueError, VitDesktopError):
+        return None
+    return entry if entry is not None and not weights.is_downloaded(entry) else None
+
+
 def _json(meta: dict[str, str], key: str, name: str):
     try:
         return json.loads(meta[key])
