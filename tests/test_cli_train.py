@@ -15,7 +15,9 @@ def test_train_then_classify_with_the_taught_model(tmp_path):
     files = write_class_folders(tmp_path / "d", CLASSES, per_class=6, seed=21)
     out = tmp_path / "mine.safetensors"
     env = {"VIT_DESKTOP_FEATURE_CACHE": str(tmp_path / "cache")}
-    r = run("train", str(tmp_path / "d"), "--backbone", "demo-shapes", "--out", str(out), "--seed", "2", env=env)
+    r = run(
+        "train", str(tmp_path / "d"), "--backbone", "demo-shapes", "--out", str(out), "--seed", "2", env=env
+    )
     assert r.returncode == 0, r.stderr
     obj = json.loads(r.stdout)
     for key in ("classes", "counts", "accuracy", "per_class_accuracy", "confusion", "seconds"):
