@@ -59,7 +59,7 @@ KEYS: dict[str, tuple[float, bool, str]] = {
     "teach_extract_vs_folder": (0.9, True, "x"),
     "teach_linear_head_s": (2.0, False, "s"),
     "teach_retrain_extracted": (10, False, "images"),
-    "teach_peak_mb": (2000, False, "MB"),
+    "teach_peak_mb": (1000, False, "MB"),
     "teach_default_accuracy": (0.85, True, "ratio"),
     "teach_best_accuracy": (0.92, True, "ratio"),
 }

@@ -288,3 +288,16 @@ def test_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
         saved.save(taught, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "m.report.json", "m.safetensors"]
+
+
+def test_a_backbone_run_at_another_size_or_a_taught_one_is_refused(tmp_path):
+    write_class_folders(tmp_path / "d", CLASSES[:2], per_class=3, seed=13)
+    ckpt = tmp_path / "mine.pth"
+    torch.save(small_torchvision_vit(image_size=64, patch_size=16, num_layers=2).state_dict(), ckpt)
+    clf = load_classifier(str(ckpt), "cpu")
+    clf.set_input_size((96, 96))
+    with pytest.raises(TeachError, match="not its trained 64×64 px"):
+        train(Settings(str(tmp_path / "d")), classifier=clf)
+    path, _ = saved.save(train(Settings(str(tmp_path / "d"))), tmp_path / "m.safetensors")
+    with pytest.raises(TeachError, match="itself a taught classifier"):
+        train(Settings(str(tmp_path / "d"), backbone=str(path)))

@@ -161,6 +161,10 @@ def train(settings: Settings, progress: Progress | None = None, cancel: Callable
     clf = classifier or _load_backbone(settings)
     if isinstance(clf.module, TaughtViT):
         raise TeachError(f"{clf.display_name} is itself a taught classifier: teach on its backbone instead")
+    if clf.preprocessing.input_size != clf.trained_size:
+        (h, w), (th, tw) = clf.preprocessing.input_size, clf.trained_size
+        raise TeachError(f"{clf.display_name} runs at {w}×{h} px, not its trained {tw}×{th} px: set its input "
+                         "size back (Model › Input Size) to teach on it")  # fmt: skip
     ident = backbone_identity(clf)
     from ..explain_model import parts_of
 
