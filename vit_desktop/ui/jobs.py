@@ -22,6 +22,7 @@ class JobKind(enum.Enum):
     FOLDER = "folder"
     WALK = "walk"
     EXPLAIN = "explain"  # a class-specific map or a faithfulness score
+    TEACH = "teach"  # teaching a classifier (File › New Classifier…)
 
 
 @dataclass(frozen=True)

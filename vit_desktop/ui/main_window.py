@@ -141,6 +141,7 @@ class MainWindow(QMainWindow):
         self.requestOverlay.connect(w.render_overlay)
         self.requestFast.connect(w.set_fast)
         self.requestInputSize.connect(w.want_input_size)
+        w.view_settings = self.overlay.wanted  # a new result's overlay is drawn in the worker
         w.dropped.connect(self._on_dropped)
         w.notice.connect(self._on_notice)
         w.resultReady.connect(self._on_result)
@@ -264,7 +265,7 @@ class MainWindow(QMainWindow):
         if isinstance(res, ImageFailure):
             self._set_error(gen, key, res.error)
             return
-        item = self.session.accept(gen, key, res, shown.detailed)
+        item = self.session.accept(gen, key, res, shown.detailed, shown.drawing)
         if item is None:
             return
         if shown.display is not None:

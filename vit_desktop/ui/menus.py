@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtGui import QAction, QKeySequence
 
 from . import help
+from .recent_models import RecentModels
+from .teach_dialog import open_teach_dialog
 
 
 def action(window, menu, text: str, slot, shortcut=None) -> QAction:
@@ -31,10 +33,13 @@ def build_file_menu(win) -> None:
     action(win, f, "&Copy Overlay", files.copy_overlay, "Ctrl+Shift+C")
     action(win, f, "&Paste", win.intake.paste, QKeySequence.StandardKey.Paste)
     f.addSeparator()
+    action(win, f, "New C&lassifier…", lambda: open_teach_dialog(win), "Ctrl+Shift+N")
+    f.addSeparator()
     action(win, f, "&Quit", win.close, QKeySequence.StandardKey.Quit)
 
 
 def build_view_and_help_menus(win) -> None:
+    win.recent_models = RecentModels(win)  # Model › Recent (the Model menu is the model control's)
     mb = win.menuBar()
     v = mb.addMenu("&View")
     for dock in win.docks.values():

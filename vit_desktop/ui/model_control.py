@@ -39,6 +39,7 @@ class ModelControl(QObject):
         self.model_name = ""
         self.device = device or s.device
         self.labels = ""  # the labels file chosen with the current checkpoint
+        self.asked: tuple[str, bool, str] = ("", False, "")  # the last load: model, download allowed, labels
         self.catalog: dict[str, dict] = {}
         # The start-up model: what was asked for, else the last one used, else the default
         # ("": ViT-B/16 when its weights are on disk, else the demo, with an offer bar).
@@ -87,6 +88,7 @@ class ModelControl(QObject):
         ``labels``: a labels file for a checkpoint; ``input_size``: (height, width) to run the
         model at instead of its trained size (Model › Input Size)."""
         win = self.win
+        self.asked = (model, allow_download, labels)
         gen = win.session.next_generation()
         win.worker.worker.bump(gen)  # the worker drops the old model's folder runs
         win.status.forget(JobKind.FOLDER, gen)
@@ -122,6 +124,8 @@ class ModelControl(QObject):
         win = self.win
         if gen != win.session.model_generation:
             return
+        if self._offer_backbone():
+            return
         if self.startup and self.model_id is None:
             self.startup = False
             win.status.say(f"{message}; using the demo model", 15000)
@@ -143,6 +147,25 @@ class ModelControl(QObject):
             box.setTextFormat(win.plain_text)  # file text is never markup
             box.exec()
         win.status.say(message, 15000)
+
+    def _offer_backbone(self) -> bool:
+        """A taught classifier whose catalog backbone's weights are not on disk: offer their
+        download as for any catalog model; True when the load was asked again with it."""
+        model, allowed, labels = self.asked
+        if allowed or not model.lower().endswith(".safetensors"):
+            return False
+        from ..core.teach.saved import missing_backbone  # torch is loaded: the worker just tried
+
+        entry = missing_backbone(model)
+        if entry is None:
+            return False
+        size = f" ({entry.file_size_mb:.0f} MB)" if entry.file_size_mb else ""
+        text = (f"{os.path.basename(model)} was taught on {entry.display_name}, whose weights{size} are not "
+                f"on disk. Download them from\n{entry.url}?\n\n(Progress and Cancel are in the status bar.)")  # fmt: skip
+        if not self.win.ask("Download weights", text):
+            return False
+        self.load(model, allow_download=True, labels=labels)
+        return True
 
     # -- choices ---------------------------------------------------------------------------
     def _on_catalog(self, models: list, devices: list) -> None:

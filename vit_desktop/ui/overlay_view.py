@@ -2,9 +2,16 @@
 Attention panel asks for (or the hovered patch's row), the per-head maps, and the overlay
 raster through the preprocessing geometry.  Never runs the model: a class-specific map
 comes from :attr:`OverlayPresenter.class_maps` (the window's cache, which asks the worker
-for a map it does not have; meanwhile the overlay on screen stays)."""
+for a map it does not have; meanwhile the overlay on screen stays).
+
+A new result arrives with its map, overlay raster and per-head maps already drawn by the
+worker for the settings the panel showed (:func:`.render.drawing`, asked through
+:meth:`OverlayPresenter.wanted`); they are put on screen as they are while the panel still
+shows those settings, and drawn here otherwise."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -14,11 +21,9 @@ from ..core import maps
 from . import render
 from .image_view import ImageView
 from .methods import is_class_specific
-from .panels import AttentionPanel
+from .panels import AttentionPanel, ViewSettings
 from .session import Item
 from .settings import Settings
-
-OVERLAY_MAX_SIDE = 768  # the overlay raster; the painter scales it smoothly
 
 
 class OverlayPresenter(QObject):
@@ -35,10 +40,12 @@ class OverlayPresenter(QObject):
         self._map_memo: tuple | None = None
         self._overlay_key: tuple | None = None
         self._heads_key: tuple | None = None
+        self._saved: dict | None = None  # the overlay settings last saved
         #: Where class-specific maps come from: ``map_for(item, view_settings)`` gives the
         #: cached map or None (then asks for it); ``waiting(item, view_settings)`` tells
         #: whether it is on its way.  Set by :class:`.explain_view.ExplainController`.
         self.class_maps = None
+        self._wanted = self._snapshot(panel.settings())
         view.hoveredPatch.connect(self._on_hover)
         view.hoverLeft.connect(self._on_hover_left)
         panel.changed.connect(self.redraw)
@@ -64,8 +71,43 @@ class OverlayPresenter(QObject):
             self.panel.configure(res.attention.num_layers, res.attention.num_heads)
             self.panel.configure_tokens(res.attention.layout)
             self.panel.set_approximate(res.attention.approximate)
+            self._adopt(item)
         self.redraw()
         self.shown.emit()
+
+    def wanted(self) -> ViewSettings:
+        """The map settings the worker draws a new result for (called on the worker thread:
+        a frozen snapshot the GUI thread replaces whenever a control moves).  Its layer is -1
+        while the slider is at its end, which a new model's slider keeps."""
+        return self._wanted
+
+    def _snapshot(self, s: ViewSettings) -> ViewSettings:
+        slider = self.panel.layer
+        return dataclasses.replace(s, layer=-1) if slider.value() == slider.maximum() else s
+
+    def _adopt(self, item: Item) -> None:
+        """Take the parts of the worker's drawing of ``item`` that were made for the settings
+        the panel shows now (the rest :meth:`redraw` computes)."""
+        d, res = item.drawing, item.result
+        if d is None or not item.detailed:
+            return
+        s, att = self.panel.settings(), res.attention
+        if d.grid is not None and not is_class_specific(s.kind) and d.map_key == (s.map_spec(), s.query):
+            memo = self._map_memo
+            if memo is None or memo[0] is not att or memo[1] != d.map_key:
+                self._map_memo = (att, d.map_key, d.grid)
+            grid = self._map_memo[2]
+            key = (grid, res.geometry, s.cmap, s.opacity)
+            if grid is d.grid and d.overlay_key == key[2:] and not _same_overlay(self._overlay_key, key):
+                self.view.set_overlay(d.overlay)
+                self._overlay_key = key
+        heads = (att, *d.heads_key)
+        if d.heads_key == (render.heads_layer(att, s.layer), s.cmap, s.query) and not _same_overlay(
+            self._heads_key, heads
+        ):
+            self.panel.set_head_images([QPixmap.fromImage(i) for i in d.heads])
+            self.panel.set_prefix_note(d.heads_note)
+            self._heads_key = heads
 
     def current_map(self) -> np.ndarray | None:
         item = self.item
@@ -95,39 +137,39 @@ class OverlayPresenter(QObject):
         """The overlay from the cached result; ``full`` (a control changed, not the hover)
         also saves the settings and redraws the per-head maps."""
         s = self.panel.settings()
-        if full:
-            self.settings.set_overlay(kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity,
-                                      cmap=s.cmap)  # fmt: skip
+        self._wanted = self._snapshot(s)
+        saved = dict(kind=s.kind, fusion=s.fusion, discard=s.discard, opacity=s.opacity, cmap=s.cmap)
+        if full and saved != self._saved:  # saving schedules a write of the settings file: only a change
+            self.settings.set_overlay(**saved)
+            self._saved = saved
         item, grid = self.item, self.current_map()
         if item is None or item.display is None or item.result is None:
-            self.view.set_overlay(None)
-            self._overlay_key = None
+            self._clear_overlay()
             return
         if grid is not None:
             geom = item.result.geometry
             key = (grid, geom, s.cmap, s.opacity)
-            if self._overlay_key is None or not _same_overlay(self._overlay_key, key):
-                ow, oh = geom.original_size
-                scale = min(1.0, OVERLAY_MAX_SIDE / max(ow, oh))
-                size = (max(1, round(ow * scale)), max(1, round(oh * scale)))
-                self.view.set_overlay(
-                    render.rgba_to_qimage(render.overlay_rgba(grid, geom, size, s.cmap, s.opacity))
-                )
+            if not _same_overlay(self._overlay_key, key):
+                self.view.set_overlay(render.overlay_image(grid, geom, s.cmap, s.opacity))
                 self._overlay_key = key
         elif self.class_maps is None or not self.class_maps.waiting(item, s):
-            self.view.set_overlay(None)  # (a class-specific map on its way: the overlay on screen stays)
-            self._overlay_key = None
+            self._clear_overlay()  # (a class-specific map on its way: the overlay on screen stays)
         if full and item.detailed and item.result.attention is not None:
             att = item.result.attention
-            layer = s.layer if s.layer < att.num_layers else att.num_layers - 1
+            layer = render.heads_layer(att, s.layer)
             heads = (att, layer, s.cmap, s.query)
-            if self._heads_key is None or not _same_overlay(self._heads_key, heads):
+            if not _same_overlay(self._heads_key, heads):
                 images = render.heads_grid(att, layer, s.cmap, query=s.query)
                 self.panel.set_head_images([QPixmap.fromImage(i) for i in images])
                 self.panel.set_prefix_note(render.register_share(att, layer, s.query))
                 self._heads_key = heads
         if grid is not None:
             self.drawn.emit()
+
+    def _clear_overlay(self) -> None:
+        if self.view._overlay is not None:  # (no repaint when there is nothing to take away)
+            self.view.set_overlay(None)
+        self._overlay_key = None
 
     def _on_hover(self, row: int, col: int) -> None:
         if self.item is None or self.item.result is None:
@@ -145,7 +187,7 @@ class OverlayPresenter(QObject):
                 self.redraw(full=False)
 
 
-def _same_overlay(a: tuple, b: tuple) -> bool:
+def _same_overlay(a: tuple | None, b: tuple) -> bool:
     """The same drawing: the first item (a map or a result) is the same object, the rest equal.
     Redrawing only when something that shows changed keeps slider moves cheap on the GUI thread."""
-    return a[0] is b[0] and a[1:] == b[1:]
+    return a is not None and a[0] is b[0] and a[1:] == b[1:]

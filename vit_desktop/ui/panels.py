@@ -99,6 +99,7 @@ class PredictionsPanel(QWidget):
         self.rows.setSpacing(0)
         self._row_widgets: list[PredictionRow] = []
         lay.addLayout(self.rows)
+        self._add_rows(self.k.value())  # made (and styled) now, not on the first result's arrival
         hint = QLabel("Click a prediction to see why the model says it.")
         hint.setWordWrap(True)
         hint.setEnabled(False)  # greyed: a hint, not a value
@@ -150,11 +151,7 @@ class PredictionsPanel(QWidget):
     def _refill(self) -> None:
         """Rows are made once and reused: nothing is created or deleted per result."""
         rows = self.predictions()
-        while len(self._row_widgets) < len(rows):
-            row = PredictionRow()
-            row.clicked.connect(self.targetChosen)
-            self.rows.addWidget(row)
-            self._row_widgets.append(row)
+        self._add_rows(len(rows))
         for r, row in enumerate(self._row_widgets):
             if r < len(rows):
                 index, label, prob = rows[r]
@@ -167,6 +164,15 @@ class PredictionsPanel(QWidget):
                 row.setToolTip(plain.tooltip(f"Click to explain {label}"))
             row.setVisible(r < len(rows))
         self.set_target(self._target)
+
+    def _add_rows(self, count: int) -> None:
+        while len(self._row_widgets) < count:
+            row = PredictionRow()
+            row.clicked.connect(self.targetChosen)
+            row.setVisible(False)
+            self.rows.addWidget(row)
+            row.ensurePolished()
+            self._row_widgets.append(row)
 
     def copy_label(self) -> None:
         if self._result is not None:

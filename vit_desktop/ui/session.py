@@ -36,6 +36,7 @@ class Item:
     detail_gen: int = -1  # the model generation a full request was last sent for
     sharp: bool = False  # the screen copy is the sharp one (not a draft decode's) of the file as added
     sharp_asked: int = 0  # the request number of the sharp copy asked for (0: none)
+    drawing: Any = None  # the result's overlay and per-head maps, drawn by the worker (outcome.Drawing)
 
     @property
     def done(self) -> bool:
@@ -84,6 +85,7 @@ class Session:
                 self.items[key] = item
                 created.append(item)
             item.result, item.error, item.detailed, item.detail_gen = None, None, False, -1
+            item.drawing = None
             item.sharp, item.sharp_asked = False, 0  # the file may have changed: its copy is redone
             keys.append(key)
         if keys and (make_current or self.current is None):
@@ -184,24 +186,23 @@ class Session:
         return item
 
     # -- results ---------------------------------------------------------------------------
-    def accept(
-        self, generation: int, key: Hashable, result: ClassificationResult, detailed: bool
-    ) -> Item | None:
-        """Store a result; None when it is stale or a lighter folder result would replace a
-        full one."""
+    def accept(self, generation: int, key: Hashable, result: ClassificationResult, detailed: bool,
+               drawing: Any = None) -> Item | None:  # fmt: skip
+        """Store a result (and the worker's ``drawing`` of it); None when it is stale or a
+        lighter folder result would replace a full one."""
         item = self.items.get(key)
         if item is None or self.stale(generation):
             return None
         if item.detailed and not detailed:
             return None
-        item.result, item.error, item.detailed = result, None, detailed
+        item.result, item.error, item.detailed, item.drawing = result, None, detailed, drawing
         return item
 
     def fail(self, generation: int, key: Hashable, message: str) -> Item | None:
         item = self.items.get(key)
         if item is None or self.stale(generation):
             return None
-        item.result, item.error = None, message  # never an older model's answer under the error
+        item.result, item.error, item.drawing = None, message, None  # never an older model's answer
         return item
 
     def keep_detailed(self, key: Hashable) -> list[Item]:
@@ -220,7 +221,7 @@ class Session:
             if old is None:
                 continue
             old.display, old.detailed, old.detail_gen = None, False, -1
-            old.sharp, old.sharp_asked = False, 0
+            old.sharp, old.sharp_asked, old.drawing = False, 0, None
             res = old.result
             if res is not None and res.attention is not None and res.attention.q is not None:
                 light = dataclasses.replace(res.attention, q=None, k=None)

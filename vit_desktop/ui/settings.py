@@ -69,6 +69,20 @@ class Settings:
         items = [path] + [p for p in self.recent_files if p != path]
         self._s.setValue("files/recent", items[:MAX_RECENT])
 
+    @property
+    def recent_models(self) -> list[str]:
+        """Model files opened lately (Model › Recent), newest first."""
+        v = self._s.value("models/recent", [])
+        return [str(x) for x in ([v] if isinstance(v, str) else v or [])]
+
+    def add_recent_model(self, path: str) -> None:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes would be dropped: a wrong entry
+            return
+        items = [path] + [p for p in self.recent_models if p != path]
+        self._s.setValue("models/recent", items[:MAX_RECENT])
+
     def _fraction(self, key: str, default: float, top: float = 1.0) -> float:
         """A number in [0, top] (a hand-edited ini may hold anything, NaN included)."""
         value = self._get(key, default, float)

@@ -28,6 +28,8 @@ from .folder_runs import FolderRuns, Interrupted
 from .jobs import Cancels, Job, JobKind
 from .outcome import Shown, explain
 from .pixels import DISPLAY_MAX_SIDE, screen_copy, thumbnail
+from .render import drawing
+from .teach_worker import TeachRuns
 
 WEB_IMAGES_KEPT = 16  # fetched web images kept (model switches and overlays never refetch)
 
@@ -71,6 +73,8 @@ class InferenceWorker(QObject):
         self._web: OrderedDict[str, object] = OrderedDict()  # link → LoadedImage
         self.folders = FolderRuns(self)
         self.explainer = ExplainRuns(self)  # class-specific maps and faithfulness scores
+        self.teacher = TeachRuns(self)  # File › New Classifier…: teaching a classifier
+        self.view_settings = None  # the window's map settings (a callable): a result's overlay is drawn here
 
     # -- called from the GUI thread: safe without the event loop -------------------------
     def cancel(self) -> None:
@@ -201,7 +205,8 @@ class InferenceWorker(QObject):
             self.tell_notices()
             self.full_runs += 1
             self.detailed[key] = self.full_runs
-            shown = Shown(res, screen_copy(loaded.image, draft=_is_draft(loaded)), thumbnail(loaded.image))
+            shown = Shown(res, screen_copy(loaded.image, draft=_is_draft(loaded)), thumbnail(loaded.image),
+                          drawing=drawing(res, self.view_settings))  # fmt: skip
             self.resultReady.emit(generation, key, shown)
         except Interrupted:
             return

@@ -203,6 +203,7 @@ def train(settings: Settings, progress: Progress | None = None, cancel: Callable
     ctx = _Fit(clf, len(classes), seed, settings.epochs, tokens, tokens_at, progress, cancel)
     groups, labels = rows.image_labels()
     evaluation, folds = _plan(labels, settings.val_split, seed)
+    ctx.total = len(folds) + 1
     predicted = np.full(len(kept), -1, dtype=np.int64)
     confidence = np.zeros(len(kept), dtype=np.float32)
     for fold in folds:
@@ -255,7 +256,7 @@ class _Fit:
     def __init__(self, clf, classes, seed, epochs, tokens, tokens_at, progress, cancel) -> None:  # fmt: skip
         self.clf, self.classes, self.seed, self.epochs = clf, classes, seed, epochs
         self.tokens, self.tokens_at, self.progress, self.cancel = tokens, tokens_at, progress, cancel
-        self.runs = 0
+        self.runs, self.total = 0, 1
 
     def _check(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -263,6 +264,8 @@ class _Fit:
 
     def fit(self, rows: heads.Rows, groups: np.ndarray) -> _Fitted:
         self._check()
+        if self.progress is not None:
+            self.progress("fitting the head", self.runs, self.total)
         train = rows.of(groups)
         head = heads.fit_linear_auto(train, self.classes, self.seed)
         self.runs += 1
