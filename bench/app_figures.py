@@ -110,6 +110,10 @@ def window_figures(sizes: Sizes, folder: Path, image: Path) -> list[Figure]:
                f"{mp:.0f} MP JPEG dropped on the window → result drawn from the draft decode {drop:.0f} ms; "
                f"bare {arch} forward {bare:.0f} ms; our core path alone (decode, preprocess, forward with capture) "
                f"{core:.0f} ms = {core / bare:.2f}×; medians of {len(out['drop_ms'])} drops"),
+        Figure("large_jpeg_window_share", round(drop / core, 3), "x", 1.1, False,
+               f"drop → result drawn {drop:.0f} ms ÷ the core path alone {core:.0f} ms (decode at the draft scale, "
+               "preprocess, forward with capture: work that cannot overlap, each step needing the one before); "
+               "what the window adds to it"),
         Figure("large_jpeg_sharp_ms", None if sharp is None else round(sharp), "ms", None, False, sharp_note),
         Figure("ui_max_stall_ms", round(out["max_gap_ms"], 1), "ms", 35, False,
                f"longest gap between ticks of a 5 ms timer on the GUI thread over {sizes.drops + 1} drops of the "

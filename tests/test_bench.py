@@ -32,7 +32,7 @@ def _keys() -> dict:
 
 EXPECTED = {
     "attention_overhead_ratio", "logits_max_abs_diff", "folder_vs_torchvision_loop",
-    "folder_vs_hf_pipeline", "folder_gemm_fraction", "large_jpeg_to_result_ratio", "window_shown_ms",
+    "folder_vs_hf_pipeline", "folder_gemm_fraction", "large_jpeg_to_result_ratio", "large_jpeg_window_share", "window_shown_ms",
     "first_prediction_ms",
     "ui_max_stall_ms", "rss_growth_ratio", "gemm_efficiency", "vit_h14_518_capture_peak_mb",
     "fast_mode_speedup", "fast_mode_top1_agreement", "timm_vit_s16_capture_overhead_ratio",
