@@ -140,7 +140,7 @@ def _plain_probe(demo, data: Path, ex_test) -> float:
     from vit_desktop.core.teach.identity import backbone_identity
     from vit_desktop.core.teach.train import _feature_rows
 
-    cache = FeatureCache(demo, backbone_identity(demo).sha256)
+    cache = FeatureCache(demo, backbone_identity(demo).cache_key(demo.module))
     spec = FeatureSpec((-1,), ("query",))
     out = []
     for ex in (scan(data / "train"), ex_test):

@@ -6,7 +6,6 @@ class-specific maps of a multi-layer head against the formula, and bad input."""
 from __future__ import annotations
 
 import copy
-import errno
 import json
 import shutil
 
@@ -64,7 +63,7 @@ def test_default_mode_beats_a_plain_cls_probe_on_new_shapes(split, tmp_path):
     ours = _accuracy(clf, paths, labels, list(taught.classes))
     # The plain probe: a linear head on the last block's CLS token alone, one fixed decay.
     demo = load_classifier("demo-shapes", "cpu")
-    cache = FeatureCache(demo, backbone_identity(demo).sha256)
+    cache = FeatureCache(demo, backbone_identity(demo).cache_key(demo.module))
     from vit_desktop.core.teach.dataset import scan
 
     ex_train = scan(split / "train")
@@ -137,11 +136,12 @@ def test_finetune_is_deterministic_for_a_seed(tmp_path):
         assert ka == kb and torch.equal(va, vb), ka
 
 
-def test_an_embedded_backbone_needs_no_original_file(tmp_path):
+@pytest.mark.parametrize("mode", ["linear", "finetune"])
+def test_an_embedded_backbone_needs_no_original_file(tmp_path, mode):
     write_class_folders(tmp_path / "d", CLASSES[:2], per_class=5, seed=6)
     ckpt = tmp_path / "mine.pth"
     torch.save(small_torchvision_vit(image_size=64, patch_size=16, num_layers=2).state_dict(), ckpt)
-    taught = train(Settings(str(tmp_path / "d"), backbone=str(ckpt)))
+    taught = train(Settings(str(tmp_path / "d"), backbone=str(ckpt), mode=mode, epochs=2))
     assert not taught.backbone.catalog
     path, _ = saved.save(taught, tmp_path / "m.safetensors")
     ckpt.unlink()
@@ -272,22 +272,52 @@ def test_a_backbone_that_cannot_be_loaded_is_one_line(tmp_path):
         assert "\n" not in str(info.value)
 
 
-def test_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
+_FULL_CHILD = r"""
+import json, resource, signal, sys
+from vit_desktop.core.teach import saved
+from vit_desktop.core.teach.train import Settings, train
+taught = train(Settings(sys.argv[1]))
+target, report = saved.save(taught, sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+try:
+    saved.save(taught, target)
+except saved.SaveError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def test_a_write_that_fails_keeps_the_old_files(tmp_path):
+    """A real failing write (a file-size limit in a child process: the library's own error,
+    not a stand-in) is one line, and the model and its report stay as they were."""
+    import subprocess
+    import sys
+
     write_class_folders(tmp_path / "d", CLASSES[:2], per_class=3, seed=12)
+    target = tmp_path / "out" / "m.safetensors"
+    proc = subprocess.run([sys.executable, "-c", _FULL_CHILD, str(tmp_path / "d"), str(target)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    error = json.loads(proc.stdout.strip().splitlines()[-1])["error"]
+    assert "could not be saved" in error and "any old file is kept" in error and "\n" not in error
+    before = load_file(str(target))
+    assert before["head.weight"].shape[0] == 2  # the first save is whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.report.json", "m.safetensors"]
+    assert json.loads((target.parent / "m.report.json").read_text())["classes"] == sorted(CLASSES[:2])
+
+
+def test_a_class_whose_images_cannot_be_read_is_left_out(tmp_path):
+    write_class_folders(tmp_path / "d", CLASSES[:2], per_class=4, seed=14)
+    (tmp_path / "d" / "zz-broken").mkdir()
+    for i in range(3):
+        (tmp_path / "d" / "zz-broken" / f"b{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     taught = train(Settings(str(tmp_path / "d")))
-    target, _ = saved.save(taught, tmp_path / "m.safetensors")
-    before = target.read_bytes()
-
-    def full(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(saved, "save_file", full)
-    with pytest.raises(saved.SaveError, match="disk is full"):
-        saved.save(taught, target)
-    assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "m.report.json", "m.safetensors"]
+    assert taught.classes == tuple(sorted(CLASSES[:2])) and len(taught.confusion) == 2
+    assert taught.module.head.out_features == 2 and taught.accuracy is not None
+    assert any("'zz-broken': none of its images could be read" in w for w in taught.warnings)
+    assert len(taught.failures) == 3
+    with pytest.raises(TeachError, match="seed"):
+        train(Settings(str(tmp_path / "d"), seed=-1))
 
 
 def test_a_backbone_run_at_another_size_or_a_taught_one_is_refused(tmp_path):

@@ -129,7 +129,7 @@ class TeachRuns(QObject):
             return
         cancel = self.worker.cancels.closing.is_set
         try:
-            ex = scan(folder, cancel=lambda: cancel() or self._stale_scan(seq))
+            ex = scan(folder, cancel=lambda: cancel() or self._stale_scan(seq), digests=False)
         except TeachError as exc:
             if not self._stale_scan(seq) and not cancel():
                 self.scanned.emit(Scanned(seq, folder, error=exc.one_line()))

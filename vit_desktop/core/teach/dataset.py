@@ -69,16 +69,25 @@ def _images_in(folder: Path) -> list[Path]:
     return out
 
 
-def scan(folder: str | os.PathLike[str], cancel: Callable[[], bool] | None = None) -> Examples:
-    """The classes (sub-folders, sorted by name) and their images (also in deeper folders)."""
+def scan(folder: str | os.PathLike[str], cancel: Callable[[], bool] | None = None,
+         digests: bool = True) -> Examples:  # fmt: skip
+    """The classes (sub-folders, sorted by name) and their images (also in deeper folders).
+    ``digests=False``: a quick look (no file is read: no digests, no duplicate check)."""
     root = Path(folder)
     if not root.is_dir():
         raise TeachError(f"{display(str(root))}: no such folder")
-    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise TeachError(f"{display(str(root))}: cannot be read ({exc.strerror or exc})") from None
     warnings: list[str] = []
     found: list[tuple[str, list[Path]]] = []
     for sub in subs:
-        images = _images_in(sub)
+        try:
+            images = _images_in(sub)
+        except OSError as exc:
+            warnings.append(f"class folder {sub.name!r} cannot be read ({exc.strerror or exc}): left out")
+            continue
         if not images:
             warnings.append(f"class folder {sub.name!r} holds no images: left out")
             continue
@@ -97,6 +106,9 @@ def scan(folder: str | os.PathLike[str], cancel: Callable[[], bool] | None = Non
         for path in images:
             if cancel is not None and cancel():
                 raise TeachCancelled("cancelled")
+            if not digests:
+                items.append(Example(str(path), label, ""))
+                continue
             try:
                 digest = file_digest(path)
             except OSError as exc:

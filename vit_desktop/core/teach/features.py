@@ -86,10 +86,11 @@ def augment(img: Image.Image, seed: int, digest: str, copy: int) -> Image.Image:
 
 
 class FeatureCache:
-    """The cached arrays of one backbone and preprocessing, in ``root``."""
+    """The cached arrays of one backbone (``backbone_key``: :meth:`.identity.BackboneId.cache_key`)
+    and preprocessing, in ``root``."""
 
-    def __init__(self, clf: Classifier, backbone_sha256: str, root: Path | None = None) -> None:
-        ident = {"backbone": backbone_sha256, "preprocessing": clf.preprocessing.to_dict(), "v": 1}
+    def __init__(self, clf: Classifier, backbone_key: str, root: Path | None = None) -> None:
+        ident = {"backbone": backbone_key, "preprocessing": clf.preprocessing.to_dict(), "v": 1}
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
         self.folder = (root or cache_root()) / key
 

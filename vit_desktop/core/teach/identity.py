@@ -36,6 +36,18 @@ class BackboneId:
     def to_dict(self) -> dict:
         return {"id": self.model_id, "name": self.name, "catalog": self.catalog, "sha256": self.sha256}
 
+    def cache_key(self, module: nn.Module) -> str:
+        """What names the network for the feature cache: the weights' hash, and the catalog
+        id or (for any other model) its architecture's settings, which tensors alone do not
+        give (heads, LayerNorm epsilon)."""
+        if self.catalog:
+            return f"{self.model_id}|{self.sha256}"
+        try:
+            shape = json.dumps(architecture(module), sort_keys=True)
+        except CheckpointError:
+            shape = type(module).__name__
+        return f"{self.sha256}|{shape}"
+
     @classmethod
     def from_dict(cls, obj: dict) -> BackboneId:
         try:

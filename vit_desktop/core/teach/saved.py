@@ -46,20 +46,35 @@ def report_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + REPORT_SUFFIX)
 
 
-def _atomic(target: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+def _write_all(files: list[tuple[Path, Callable[[str], None]]]) -> None:
+    """Each file written to a new file beside its target and forced to disk; only when every
+    one is written are they renamed over their targets (the old files stay otherwise)."""
+    temps: list[str] = []
     try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        for target, write in files:
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+            os.close(fd)
+            temps.append(tmp)
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        for (target, _), tmp in zip(files, temps):
+            os.replace(tmp, target)
+    finally:
+        for tmp in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc)
+    if getattr(exc, "errno", None) == 28 or "os error 28" in text:
+        return "the disk is full"
+    if isinstance(exc, OSError):
+        return exc.strerror or text
+    return " ".join(text.split())
 
 
 def save(taught, path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -90,17 +105,20 @@ def save(taught, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     else:
         stored = set(backbone)
         meta["architecture"] = json.dumps(architecture(model.backbone))
+        # What is embedded (fine-tuned blocks included), checked when the file is opened.
+        meta["embedded_sha256"] = tensors_sha256({k: backbone[k].float() for k in stored})
     tensors |= {f"backbone.{k}": backbone[k] for k in sorted(stored)}
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
     report = json.dumps(taught.report(), indent=2)
+    rp = report_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(target, lambda tmp: save_file(tensors, tmp, metadata=meta))
-        rp = report_path(target)
-        _atomic(rp, lambda tmp: Path(tmp).write_text(report + "\n", encoding="utf-8"))
-    except OSError as exc:
-        why = "the disk is full" if exc.errno == 28 else (exc.strerror or str(exc))
-        raise SaveError(f"{display(str(target))} could not be saved: {why} (any old file is kept)") from None
+        _write_all([(target, lambda tmp: save_file(tensors, tmp, metadata=meta)),
+                    (rp, lambda tmp: Path(tmp).write_text(report + "\n", encoding="utf-8"))])  # fmt: skip
+    except (OSError, SafetensorError) as exc:
+        raise SaveError(
+            f"{display(str(target))} could not be saved: {_why(exc)} (any old file is kept)"
+        ) from None
     return target, rp
 
 
@@ -189,7 +207,7 @@ def load(path: str | os.PathLike[str], build_entry: Callable, progress=None, can
         missing = sorted(set(own) - set(stored))
         if missing:
             raise CheckpointError(f"{name}: the embedded backbone lacks backbone.{missing[0]}")
-        if tensors_sha256(stored) != ident.sha256:
+        if tensors_sha256(stored) != meta.get("embedded_sha256"):
             raise CheckpointError(f"{name}: its embedded backbone does not match its recorded SHA-256")
     backbone.load_state_dict(stored, strict=False)
     model = TaughtViT(backbone.eval(), spec, len(labels))

@@ -28,7 +28,7 @@ from ..classifier import Classifier, load_classifier
 from ..families.taught import FeatureSpec, TaughtViT
 from ..text import short_name
 from . import heads
-from .dataset import FEW, Examples, TeachCancelled, TeachError, scan
+from .dataset import FEW, Example, Examples, TeachCancelled, TeachError, scan
 from .features import FeatureCache, Item, extract
 from .identity import BackboneId, backbone_identity
 
@@ -60,6 +60,8 @@ class Settings:
             raise TeachError(f"the validation share must be from 0 to below 1, not {self.val_split:g}")
         if self.epochs < 1:
             raise TeachError("fine-tuning needs at least one epoch")
+        if not 0 <= self.seed < 2**63:
+            raise TeachError(f"the seed must be a whole number from 0, not {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ def _plan(labels: np.ndarray, val_split: float, seed: int) -> tuple[str, list[np
     """How to score: ("held-out", [validation images]) or ("k-fold …", folds)."""
     least = int(np.bincount(labels).min())
     if val_split > 0 and least >= SPLIT_MIN:
-        k = max(2, round(1 / val_split))
-        return f"held-out {val_split:.0%} of each class", [heads.stratified_folds(labels, k, seed)[0]]
+        k = min(max(2, round(1 / val_split)), least)  # every class in the held-out part
+        return f"held-out {1 / k:.0%} of each class", [heads.stratified_folds(labels, k, seed)[0]]
     k = min(5, least)
     if k < 2:
         return "not scored: a class has a single image", []
@@ -176,7 +178,7 @@ def train(settings: Settings, progress: Progress | None = None, cancel: Callable
     copies = AUGMENT_COPIES if settings.augment else 0
     items = [Item(e.path, e.digest, c) for e in examples.items for c in range(copies + 1)]
     tokens_at = depth - FINETUNE_BLOCKS if mode == "finetune" else None
-    ext = extract(clf, FeatureCache(clf, ident.sha256), items, seed, tokens_at=tokens_at,
+    ext = extract(clf, FeatureCache(clf, ident.cache_key(clf.module)), items, seed, tokens_at=tokens_at,
                   progress=progress, cancel=cancel)  # fmt: skip
     kept = [e for e in examples.items if Item(e.path, e.digest) in ext.blocks]
     failures = dict(examples.unreadable) | {p: e for p, e in ext.failures.items()}
@@ -184,10 +186,15 @@ def train(settings: Settings, progress: Progress | None = None, cancel: Callable
     for e in kept:
         counts[examples.classes[e.label]] += 1
     empty = [c for c, n in counts.items() if n == 0]
-    if len([n for n in counts.values() if n]) < 2:
+    if len(counts) - len(empty) < 2:
         raise TeachError("fewer than 2 classes have images that could be read: nothing to teach")
-    warnings = list(examples.warnings) + [f"class {c!r}: none of its images could be read" for c in empty]
-    classes = examples.classes
+    warnings = list(examples.warnings) + [
+        f"class {c!r}: none of its images could be read: left out" for c in empty
+    ]
+    classes = tuple(c for c in examples.classes if c not in empty)  # a class with no image is no class
+    counts = {c: counts[c] for c in classes}
+    relabel = {examples.classes.index(c): i for i, c in enumerate(classes)}
+    kept = [Example(e.path, relabel[e.label], e.digest) for e in kept]
     spec = _spec(mode, depth)
     rows_items = [Item(e.path, e.digest, c) for i, e in enumerate(kept) for c in range(copies + 1)]
     rows_items = [it for it in rows_items if it in ext.blocks]
