@@ -28,12 +28,13 @@ def add_train(sub) -> None:
                    help="catalog id, checkpoint or model folder (default: demo-shapes)")  # fmt: skip
     t.add_argument("--out", required=True, metavar="FILE.safetensors", help="the classifier file to write")
     t.add_argument("--mode", default="linear", choices=("linear", "multilayer", "finetune"),
-                   help="linear head on the last block (default), on the last 4 blocks, or fine-tune the last block")  # fmt: skip
+                   help="linear head on the last block (default), on the last 4 blocks, or fine-tune the last block(s)")  # fmt: skip
     t.add_argument("--augment", action="store_true", help="also teach on 4 augmented copies of each image")
     t.add_argument("--val-split", type=float, default=0.2, metavar="SHARE",
                    help="share of each class held out for scoring (default 0.2; k-fold when a class is small)")  # fmt: skip
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (default 12)")
+    t.add_argument("--blocks", type=int, default=1, help="blocks fine-tuned, from the last (default 1)")
     t.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
 
 
@@ -43,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .core.text import display
 
     settings = Settings(args.folder, args.backbone, args.mode, args.augment, args.val_split, args.seed,
-                        args.epochs, args.device)  # fmt: skip
+                        args.epochs, args.device, args.blocks)  # fmt: skip
     tty = bool(sys.stderr) and sys.stderr.isatty()
     last = [""]
 

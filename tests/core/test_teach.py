@@ -128,6 +128,21 @@ def test_saved_file_reopens_with_the_same_logits(tmp_path, mode):
         assert stored == []  # a catalog backbone: named, not copied
 
 
+def test_finetuning_two_blocks_stores_both_and_reopens(tmp_path):
+    files = write_class_folders(tmp_path / "d", CLASSES[:2], per_class=5, seed=15)
+    taught = train(Settings(str(tmp_path / "d"), mode="finetune", epochs=2, blocks=2))
+    assert taught.tuned_blocks == (4, 5) and taught.report()["settings"]["blocks"] == 2
+    path, _ = saved.save(taught, tmp_path / "m.safetensors")
+    stored = {k.split(".layers.")[1].split(".")[0] for k in load_file(str(path)) if k.startswith("backbone.")}
+    assert stored == {"4", "5"}
+    clf = load_classifier(str(path), "cpu")
+    x = _batch(clf, [files[CLASSES[0]][0]])
+    with torch.no_grad():
+        assert torch.equal(clf.module(x), taught.module(x))
+    with pytest.raises(TeachError, match="has 6 blocks"):
+        train(Settings(str(tmp_path / "d"), mode="finetune", blocks=7))
+
+
 def test_finetune_is_deterministic_for_a_seed(tmp_path):
     write_class_folders(tmp_path / "d", CLASSES[:2], per_class=5, seed=5)
     a = train(Settings(str(tmp_path / "d"), mode="finetune", epochs=2, seed=1))

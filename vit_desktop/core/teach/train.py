@@ -10,7 +10,8 @@
 
 Modes: ``linear`` (the default: the query token and the mean of the patch tokens of the last
 block), ``multilayer`` (the same from the last :data:`MULTILAYER_BLOCKS` blocks) and
-``finetune`` (the last :data:`FINETUNE_BLOCKS` block(s) trained with the head for a few epochs).
+``finetune`` (the last ``Settings.blocks`` block(s), :data:`FINETUNE_BLOCKS` by default, trained
+with the head for a few epochs).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Settings:
     seed: int = 0
     epochs: int = 12
     device: str = "cpu"
+    blocks: int = FINETUNE_BLOCKS  # fine-tuned blocks (mode finetune)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -60,6 +62,8 @@ class Settings:
             raise TeachError(f"the validation share must be from 0 to below 1, not {self.val_split:g}")
         if self.epochs < 1:
             raise TeachError("fine-tuning needs at least one epoch")
+        if self.blocks < 1:
+            raise TeachError("fine-tuning needs at least one block")
         if not 0 <= self.seed < 2**63:
             raise TeachError(f"the seed must be a whole number from 0, not {self.seed}")
 
@@ -118,6 +122,7 @@ class Taught:
                 "val_split": s.val_split,
                 "seed": s.seed,
                 "epochs": s.epochs if s.mode == "finetune" else None,
+                "blocks": s.blocks if s.mode == "finetune" else None,
                 "weight_decay": self.weight_decay,
                 "features": self.spec.to_dict(),
             },  # fmt: skip
@@ -177,7 +182,9 @@ def train(settings: Settings, progress: Progress | None = None, cancel: Callable
     seed, mode = settings.seed, settings.mode
     copies = AUGMENT_COPIES if settings.augment else 0
     items = [Item(e.path, e.digest, c) for e in examples.items for c in range(copies + 1)]
-    tokens_at = depth - FINETUNE_BLOCKS if mode == "finetune" else None
+    if mode == "finetune" and settings.blocks > depth:
+        raise TeachError(f"{clf.display_name} has {depth} blocks: it cannot fine-tune {settings.blocks}")
+    tokens_at = depth - settings.blocks if mode == "finetune" else None
     ext = extract(clf, FeatureCache(clf, ident.cache_key(clf.module)), items, seed, tokens_at=tokens_at,
                   progress=progress, cancel=cancel)  # fmt: skip
     kept = [e for e in examples.items if Item(e.path, e.digest) in ext.blocks]
