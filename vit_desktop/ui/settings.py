@@ -54,34 +54,32 @@ class Settings:
     fast = _flag("model/fast", "fast mode on")
     offer_dismissed = _flag("model/offer_dismissed", "the ViT-B/16 download offer dismissed for good")
 
-    @property
-    def recent_files(self) -> list[str]:
-        v = self._s.value("files/recent", [])
-        if isinstance(v, str):
-            v = [v]
-        return [str(x) for x in (v or [])]
+    def _recent(self, key: str) -> list[str]:
+        v = self._s.value(key, [])
+        return [str(x) for x in ([v] if isinstance(v, str) else v or [])]
 
-    def add_recent(self, path: str) -> None:
+    def _add_recent(self, key: str, path: str) -> None:
         try:
             path.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes would be dropped: a wrong entry
             return
-        items = [path] + [p for p in self.recent_files if p != path]
-        self._s.setValue("files/recent", items[:MAX_RECENT])
+        items = [path] + [p for p in self._recent(key) if p != path]
+        self._s.setValue(key, items[:MAX_RECENT])
+
+    @property
+    def recent_files(self) -> list[str]:
+        return self._recent("files/recent")
+
+    def add_recent(self, path: str) -> None:
+        self._add_recent("files/recent", path)
 
     @property
     def recent_models(self) -> list[str]:
         """Model files opened lately (Model › Recent), newest first."""
-        v = self._s.value("models/recent", [])
-        return [str(x) for x in ([v] if isinstance(v, str) else v or [])]
+        return self._recent("models/recent")
 
     def add_recent_model(self, path: str) -> None:
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:  # undecodable bytes would be dropped: a wrong entry
-            return
-        items = [path] + [p for p in self.recent_models if p != path]
-        self._s.setValue("models/recent", items[:MAX_RECENT])
+        self._add_recent("models/recent", path)
 
     def _fraction(self, key: str, default: float, top: float = 1.0) -> float:
         """A number in [0, top] (a hand-edited ini may hold anything, NaN included)."""
