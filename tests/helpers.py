@@ -215,6 +215,45 @@ def weights_entry(url: str, sha: str = DIGEST, filename: str = "test-weights-000
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def served_demo_backbone(model_id: str, display_name: str, filename: str):
+    """A catalog entry (registered while the block runs) whose weights are the demo model's,
+    saved as a ``.pth`` and served from 127.0.0.1: a downloadable backbone to teach on.
+    Yields the server (its ``hits``) and the entry."""
+    import io
+
+    import torch
+
+    from vit_desktop.core import catalog
+    from vit_desktop.core.classifier import load_classifier
+
+    buf = io.BytesIO()
+    torch.save(load_classifier("demo-shapes", "cpu").module.state_dict(), buf)
+    body = buf.getvalue()
+
+    class DemoWeights(QuietHandler):
+        def do_GET(self):  # noqa: N802
+            self.server.hits += 1
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serving(DemoWeights) as srv:
+        demo = catalog.get("demo-shapes")
+        entry = ModelEntry(
+            id=model_id, display_name=display_name, group="Test", architecture="minivit", params=1,
+            preprocessing=demo.preprocessing, labels=demo.labels,
+            url=f"http://127.0.0.1:{srv.server_port}/w/{filename}",
+            sha256=hashlib.sha256(body).hexdigest(), filename=filename,
+        )  # fmt: skip
+        catalog.register(entry)
+        try:
+            yield srv, entry
+        finally:
+            catalog.unregister(entry.id)
+
+
 # -- models ------------------------------------------------------------------------------------
 
 

@@ -5,14 +5,11 @@ from a server on 127.0.0.1 — the same code as any catalog model."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-
 import pytest
 import torch
 
-from tests.helpers import QuietHandler, serving
-from vit_desktop.core import catalog, weights
+from tests.helpers import served_demo_backbone
+from vit_desktop.core import weights
 from vit_desktop.core.classifier import load_classifier
 from vit_desktop.core.demo.new_shapes import write_class_folders
 from vit_desktop.core.errors import WeightsError
@@ -20,40 +17,12 @@ from vit_desktop.core.teach import saved
 from vit_desktop.core.teach.train import Settings, train
 
 
-def _demo_weights() -> bytes:
-    state = load_classifier("demo-shapes", "cpu").module.state_dict()
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-BODY = _demo_weights()
-
-
-class DemoWeights(QuietHandler):
-    def do_GET(self):  # noqa: N802
-        self.server.hits += 1
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        self.wfile.write(BODY)
-
-
 @pytest.fixture
 def served_backbone():
-    with serving(DemoWeights) as srv:
-        demo = catalog.get("demo-shapes")
-        entry = catalog.ModelEntry(
-            id="test-shapes-download", display_name="Shapes (downloaded)", group="Test", architecture="minivit",
-            params=1, preprocessing=demo.preprocessing, labels=demo.labels,
-            url=f"http://127.0.0.1:{srv.server_port}/w/test-shapes-0001.pth",
-            sha256=hashlib.sha256(BODY).hexdigest(), filename="test-shapes-0001.pth",
-        )  # fmt: skip
-        catalog.register(entry)
-        try:
-            yield srv, entry
-        finally:
-            catalog.unregister(entry.id)
+    with served_demo_backbone(
+        "test-shapes-download", "Shapes (downloaded)", "test-shapes-0001.pth"
+    ) as served:
+        yield served
 
 
 def test_missing_backbone_weights_are_named_then_downloaded(served_backbone, tmp_path):

@@ -321,49 +321,21 @@ if __name__ == "__main__":
 def test_a_classifier_whose_backbone_weights_are_missing_offers_their_download(qtbot, window, tmp_path):
     """Taught on a catalog model served from 127.0.0.1; its weights removed; opening the file
     asks to download them (like any catalog model) and then runs it."""
-    import hashlib
-    import io
-
-    import torch
-
-    from tests.helpers import QuietHandler, serving
-    from vit_desktop.core import catalog, weights
-    from vit_desktop.core.classifier import load_classifier
+    from tests.helpers import served_demo_backbone
+    from vit_desktop.core import weights
     from vit_desktop.core.teach import saved
     from vit_desktop.core.teach.train import Settings, train
 
-    buf = io.BytesIO()
-    torch.save(load_classifier("demo-shapes", "cpu").module.state_dict(), buf)
-    body = buf.getvalue()
-
-    class Weights(QuietHandler):
-        def do_GET(self):  # noqa: N802
-            self.server.hits += 1
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    with serving(Weights) as srv:
-        demo = catalog.get("demo-shapes")
-        entry = catalog.ModelEntry(
-            id="test-shapes-window", display_name="Shapes (served)", group="Test", architecture="minivit",
-            params=1, preprocessing=demo.preprocessing, labels=demo.labels,
-            url=f"http://127.0.0.1:{srv.server_port}/w/test-shapes-0002.pth",
-            sha256=hashlib.sha256(body).hexdigest(), filename="test-shapes-0002.pth",
-        )  # fmt: skip
-        catalog.register(entry)
-        try:
-            taught = train(Settings(_examples(tmp_path / "d", per_class=4), backbone=entry.id))
-            path, _ = saved.save(taught, tmp_path / "served.safetensors")
-            weights.cached_path(entry).unlink()
-            asked: list[str] = []
-            window.ask = lambda title, text: asked.append(text) is None
-            window.models.load(str(path))
-            qtbot.waitUntil(
-                lambda: window.models.model_id == str(path) and window.model_ready, timeout=60_000
-            )
-        finally:
-            catalog.unregister(entry.id)
+    with served_demo_backbone("test-shapes-window", "Shapes (served)", "test-shapes-0002.pth") as (
+        srv,
+        entry,
+    ):
+        taught = train(Settings(_examples(tmp_path / "d", per_class=4), backbone=entry.id))
+        path, _ = saved.save(taught, tmp_path / "served.safetensors")
+        weights.cached_path(entry).unlink()
+        asked: list[str] = []
+        window.ask = lambda title, text: asked.append(text) is None
+        window.models.load(str(path))
+        qtbot.waitUntil(lambda: window.models.model_id == str(path) and window.model_ready, timeout=60_000)
     assert len(asked) == 1 and "Shapes (served)" in asked[0] and "served.safetensors" in asked[0]
     assert srv.hits == 2 and weights.cached_path(entry).is_file()
