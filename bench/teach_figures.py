@@ -20,9 +20,10 @@ from harness import Figure, Sizes, interleaved, our_classifier
 from vit_desktop.core.classifier import load_classifier
 from vit_desktop.core.demo.new_shapes import write_class_folders, write_split
 from vit_desktop.core.teach import heads
-from vit_desktop.core.teach.dataset import file_digest, scan
+from vit_desktop.core.teach.dataset import scan
 from vit_desktop.core.teach.features import FeatureCache, Item, extract
 from vit_desktop.core.teach.train import Settings, train
+from vit_desktop.core.weights import sha256_file
 
 CLASSES = ("heart", "arrow", "crescent", "l-shape")
 
@@ -31,7 +32,7 @@ def extraction_vs_folder(sizes: Sizes, paths: list[Path]) -> list[Figure]:
     """Images/s of feature extraction (nothing cached) ÷ images/s of the folder run."""
     clf = our_classifier(sizes)
     strs = [str(p) for p in paths]
-    items = [Item(p, file_digest(p)) for p in strs]
+    items = [Item(str(p), sha256_file(p)) for p in paths]
     n = len(strs)
     tmp = Path(tempfile.mkdtemp(prefix="vit-bench-features-"))
 
@@ -166,6 +167,7 @@ def _as_classifier(taught, demo):
 _PEAK_CHILD = r"""
 import json, resource, sys, torch
 from vit_desktop.core.teach.train import Settings, train
+from vit_desktop.core.weights import sha256_file
 torch.set_num_threads(2)
 folder, backbone = sys.argv[1], sys.argv[2]
 from vit_desktop.core.classifier import load_classifier

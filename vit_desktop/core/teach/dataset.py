@@ -9,7 +9,6 @@ not there or has fewer than two classes with images.  What can be worked around 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from ..errors import VitDesktopError
 from ..images import is_image_path
 from ..text import display
+from ..weights import sha256_file
 
 #: A class with fewer images than this gets a warning (and k-fold cross-validation).
 FEW = 5
@@ -51,14 +51,6 @@ class Examples:
         for ex in self.items:
             out[self.classes[ex.label]] += 1
         return out
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -110,7 +102,7 @@ def scan(folder: str | os.PathLike[str], cancel: Callable[[], bool] | None = Non
                 items.append(Example(str(path), label, ""))
                 continue
             try:
-                digest = file_digest(path)
+                digest = sha256_file(path)
             except OSError as exc:
                 unreadable.append((str(path), f"{path.name}: {exc.strerror or exc}"))
                 continue
