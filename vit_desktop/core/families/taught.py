@@ -31,6 +31,14 @@ from ..results import TokenLayout
 PARTS = ("query", "mean")
 
 
+def query_and_mean(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(B, 2, D) of one block's output tokens (B, N, D): the query token (the CLS token, or for
+    a model without one the mean of the patch tokens) and the mean of the patch tokens — what
+    a head can read (:data:`PARTS`, in that order)."""
+    mean = tokens[:, layout.num_prefix_tokens :].mean(dim=1)
+    return torch.stack([tokens[:, 0] if layout.query == "cls" else mean, mean], dim=1)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which features the head reads: ``layers`` (block indices, negative from the end, in
@@ -101,8 +109,7 @@ class TaughtViT(nn.Module):
         self.spec = spec
         self.layers = spec.indices(len(blocks))
         self.blocks = nn.ModuleList(TapBlock(b, i in self.layers[:-1]) for i, b in enumerate(blocks))
-        self.prefix = token_layout(backbone).num_prefix_tokens
-        self.query = token_layout(backbone).query
+        self.parts = [PARTS.index(p) for p in spec.parts]
         width = self._width()
         features = spec.width(len(blocks), width)
         self.register_buffer("feature_mean", torch.zeros(features))
@@ -122,14 +129,8 @@ class TaughtViT(nn.Module):
         return token_layout(self.backbone)
 
     def block_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, parts·D) of one block's output tokens."""
-        out = []
-        for part in self.spec.parts:
-            if part == "query" and self.query == "cls":
-                out.append(tokens[:, 0])
-            else:
-                out.append(tokens[:, self.prefix :].mean(dim=1))
-        return torch.cat(out, dim=1)
+        """(B, parts·D) of one block's output tokens, the spec's parts in its order."""
+        return query_and_mean(tokens, self.layout)[:, self.parts].flatten(1)
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, F) raw features: the tapped blocks' (from :attr:`TapBlock.last`) then ``tokens``'s

@@ -33,6 +33,7 @@ from PIL import Image, ImageEnhance
 
 from ..classifier import Classifier, Prepared, iter_prepared
 from ..explain_model import Parts, parts_of
+from ..families.taught import query_and_mean
 from ..images import load_image
 from ..preprocess import prepare
 from ..results import ImageFailure
@@ -126,16 +127,13 @@ def _block_features(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(B, depth, 2, D) query and patch-mean of every block's output, and the tokens entering
     block ``tokens_at`` (B, N, D) when asked."""
-    p = parts.layout.num_prefix_tokens
-    cls_query = parts.layout.query == "cls"
     h = parts.embed(x)
     feats, kept = [], None
     for i, blk in enumerate(parts.blocks):
         if i == tokens_at:
             kept = h.float().cpu().numpy()
         h = blk(h)
-        mean = h[:, p:].mean(dim=1)
-        feats.append(torch.stack([h[:, 0] if cls_query else mean, mean], dim=1))
+        feats.append(query_and_mean(h, parts.layout))
     return torch.stack(feats, dim=1).float().cpu().numpy(), kept
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ... import __version__
 from ..classifier import Classifier, load_classifier
-from ..families.taught import FeatureSpec, TaughtViT
+from ..families.taught import PARTS, FeatureSpec, TaughtViT, query_and_mean
 from ..text import short_name
 from . import heads
 from .dataset import FEW, Example, Examples, TeachCancelled, TeachError, scan
@@ -141,7 +141,7 @@ def _spec(mode: str, depth: int) -> FeatureSpec:
 def _feature_rows(blocks: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """(M, F) from (M, depth, 2, D): the spec's layers, each its parts, in TaughtViT's order."""
     idx = list(spec.indices(blocks.shape[1]))
-    parts = [{"query": 0, "mean": 1}[p] for p in spec.parts]
+    parts = [PARTS.index(p) for p in spec.parts]
     return blocks[:, idx][:, :, parts].reshape(len(blocks), -1)
 
 
@@ -328,14 +328,9 @@ class _Fit:
 
 
 def _features_of(layout) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The last block's query and patch-mean features, as :class:`TaughtViT` reads them."""
-    p, cls = layout.num_prefix_tokens, layout.query == "cls"
-
-    def features(h: torch.Tensor) -> torch.Tensor:
-        mean = h[:, p:].mean(dim=1)
-        return torch.cat([h[:, 0] if cls else mean, mean], dim=1)
-
-    return features
+    """The last block's features as a default :class:`FeatureSpec`'s :class:`TaughtViT` reads them."""
+    order = [PARTS.index(p) for p in FeatureSpec().parts]
+    return lambda h: query_and_mean(h, layout)[:, order].flatten(1)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
