@@ -171,6 +171,15 @@ def test_an_embedded_backbone_needs_no_original_file(tmp_path, mode):
     save_file(state, str(tmp_path / "tampered.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="SHA-256"):
         load_classifier(str(tmp_path / "tampered.safetensors"), "cpu")
+    pre = json.loads(meta["preprocessing"])
+    del pre["input_size"]
+    save_file(
+        load_file(str(path)),
+        str(tmp_path / "no_size.safetensors"),
+        metadata=meta | {"preprocessing": json.dumps(pre)},
+    )
+    with pytest.raises(CheckpointError, match="preprocessing is not valid"):
+        load_classifier(str(tmp_path / "no_size.safetensors"), "cpu")
 
 
 def test_a_catalog_backbone_is_checked_by_its_hash(tmp_path):

@@ -232,8 +232,8 @@ def load(path: str | os.PathLike[str], build_entry: Callable, progress=None, can
     pre_obj = _json(meta, "preprocessing", name)
     try:
         pre = sidecars.preprocessing({"preprocessing": pre_obj}, default_pre or _pre_of(pre_obj))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{name}: its preprocessing is not valid ({exc})") from None
+    except (ValueError, TypeError, KeyError) as exc:  # KeyError: a setting missing from the file
+        raise CheckpointError(f"{name}: its preprocessing is not valid ({exc!s})") from None
     return model.eval(), pre, labels, p.name.removesuffix(".safetensors")
 
 
