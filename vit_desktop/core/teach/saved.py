@@ -216,9 +216,6 @@ def load(path: str | os.PathLike[str], build_entry: Callable, progress=None, can
         if v is None:
             raise CheckpointError(f"{name}: missing tensor {k}")
     try:
-        model.load_state_dict(
-            {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **head}, strict=False
-        )
         model.head.load_state_dict({"weight": head["head.weight"], "bias": head["head.bias"]})
     except RuntimeError as exc:
         raise CheckpointError(
