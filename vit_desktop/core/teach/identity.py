@@ -64,6 +64,20 @@ def catalog_weights_file(entry: catalog.ModelEntry) -> Path:
     return weights.cached_path(entry)
 
 
+def catalog_weights_sha256(entry: catalog.ModelEntry) -> str | None:
+    """The full SHA-256 of a catalog entry's weights file (None: not on disk).  For a
+    downloaded file, the digest :func:`.weights.ensure` verified and recorded when the model
+    was built (it hashes the file on every build), not a second pass over the file."""
+    path = catalog_weights_file(entry)
+    if not path.is_file():
+        return None
+    if entry.url is not None:
+        recorded = weights.recorded_sha256(path.name, path.parent)
+        if recorded is not None:
+            return recorded
+    return weights.sha256_file(path)
+
+
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the names, dtypes, shapes and bytes of ``state``'s tensors (sorted by name)."""
     h = hashlib.sha256()
@@ -80,10 +94,9 @@ def backbone_identity(clf) -> BackboneId:
         entry = catalog.get(clf.model_id)
     except VitDesktopError:
         entry = None
-    if entry is not None and entry.filename:
-        path = catalog_weights_file(entry)
-        if path.is_file():
-            return BackboneId(entry.id, entry.display_name, True, weights.sha256_file(path))
+    digest = catalog_weights_sha256(entry) if entry is not None and entry.filename else None
+    if digest is not None:
+        return BackboneId(entry.id, entry.display_name, True, digest)
     return BackboneId(clf.model_id, clf.display_name, False, tensors_sha256(clf.module.state_dict()))
 
 

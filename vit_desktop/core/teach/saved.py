@@ -30,7 +30,7 @@ from ..errors import CheckpointError, VitDesktopError
 from ..families.taught import FeatureSpec, TaughtViT
 from ..preprocess import Preprocessing
 from ..text import display
-from .identity import BackboneId, architecture, catalog_weights_file, rebuild, tensors_sha256
+from .identity import BackboneId, architecture, catalog_weights_sha256, rebuild, tensors_sha256
 
 FORMAT = "vit-desktop-classifier"
 FORMAT_VERSION = "1"
@@ -192,7 +192,7 @@ def load(path: str | os.PathLike[str], build_entry: Callable, progress=None, can
     if ident.catalog:
         entry = catalog.get(ident.model_id)
         backbone = build_entry(entry, True, progress, cancel, allow_download)
-        if weights.sha256_file(catalog_weights_file(entry)) != ident.sha256:
+        if catalog_weights_sha256(entry) != ident.sha256:
             raise CheckpointError(f"{name}: the weights of {entry.display_name} on disk are not the ones it was "
                                   "taught on (their SHA-256 differs)")  # fmt: skip
         default_pre = entry.preprocessing
